@@ -1,0 +1,182 @@
+// Package cli holds the client-side commands: `jmp shell` and the `j`
+// commands that run inside it. Each capability contributes its verbs in
+// one place, written against the capability's interface.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/drivers"
+	"github.com/pogolab/pogo/exporter"
+	"github.com/pogolab/pogo/exporter/config"
+)
+
+// ExitError carries a command's exit status out of `jmp shell`.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// Shell returns `jmp shell`.
+func Shell() *cobra.Command {
+	var (
+		cfgPath, addr, passphrase, fingerprint, ca string
+		insecure, keep                             bool
+	)
+	cmd := &cobra.Command{
+		Use:   "shell [-- command…]",
+		Short: "Hold an exporter and run a shell (or a command) with j wired to it",
+		Long: `Open a session on an exporter and run $SHELL, or the given command, with
+JMP_HOST set so that j drives the exporter's drivers. With --exporter-config
+the exporter runs inside this process; with --exporter it is a jmp run in
+direct mode. When the command exits, the board is put into its safe state
+(power off) and the exit status is the command's.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if passphrase == "" {
+				passphrase = os.Getenv("JMP_PASSPHRASE")
+			}
+			switch {
+			case cfgPath != "" && addr != "":
+				return errors.New("give either --exporter-config or --exporter, not both")
+			case cfgPath != "":
+				return shellLocal(ctx, cfgPath, keep, args)
+			case addr != "":
+				opts := client.Options{Passphrase: passphrase, Fingerprint: fingerprint, CAFile: ca, Insecure: insecure}
+				return shellDirect(ctx, addr, opts, keep, args)
+			}
+			return errors.New("say which exporter: --exporter-config FILE (local) or --exporter HOST:PORT (direct)")
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfgPath, "exporter-config", "c", "", "serve this exporter config in-process")
+	f.StringVar(&addr, "exporter", "", "exporter address HOST:PORT (direct mode)")
+	f.StringVar(&passphrase, "passphrase", "", "direct-mode passphrase (default $JMP_PASSPHRASE)")
+	f.StringVar(&fingerprint, "fingerprint", "", "exporter TLS certificate fingerprint, as printed by jmp run")
+	f.StringVar(&ca, "ca", "", "CA certificate that signed the exporter's certificate")
+	f.BoolVar(&insecure, "insecure", false, "skip TLS verification (testing only)")
+	f.BoolVar(&keep, "keep-power", false, "leave the board as it is at exit instead of powering it off")
+	return cmd
+}
+
+func shellLocal(ctx context.Context, cfgPath string, keep bool, args []string) error {
+	f, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "jmp-shell-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "exporter.sock")
+	l, err := exporter.ListenUnix(sock)
+	if err != nil {
+		return err
+	}
+	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default()})
+	if err != nil {
+		l.Close()
+		return err
+	}
+	go srv.Serve(l)
+	defer srv.Stop()
+	return runHeld(ctx, "unix://"+sock, client.Options{}, keep, dir, args)
+}
+
+func shellDirect(ctx context.Context, addr string, opts client.Options, keep bool, args []string) error {
+	dir, err := os.MkdirTemp("", "jmp-shell-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	return runHeld(ctx, addr, opts, keep, dir, args)
+}
+
+// runHeld opens the session, runs the command with j on its PATH and ends
+// the session when the command exits.
+func runHeld(ctx context.Context, target string, opts client.Options, keep bool, dir string, args []string) error {
+	c, err := client.Dial(ctx, target, opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: keep})
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "j")); err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		sh := os.Getenv("SHELL")
+		if sh == "" {
+			sh = "/bin/sh"
+		}
+		args = []string{sh}
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		client.EnvHost+"="+target,
+		client.EnvSession+"="+sess.Token,
+		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+	)
+	if opts.Passphrase != "" {
+		cmd.Env = append(cmd.Env, client.EnvPassphrase+"="+opts.Passphrase)
+	}
+	if opts.Fingerprint != "" {
+		cmd.Env = append(cmd.Env, client.EnvFingerprint+"="+opts.Fingerprint)
+	}
+	// The terminal's ^C belongs to the command; SIGTERM is passed on.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", args[0], err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			if s != os.Interrupt {
+				_ = cmd.Process.Signal(s)
+			}
+		case <-sess.Done():
+			fmt.Fprintln(os.Stderr, "jmp shell: the exporter ended the session")
+			_ = cmd.Process.Signal(syscall.SIGHUP)
+			<-waited
+			return &ExitError{Code: 1}
+		case err := <-waited:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return &ExitError{Code: 128 + int(ws.Signal())}
+				}
+				return &ExitError{Code: ee.ExitCode()}
+			}
+			return err
+		}
+	}
+}

@@ -1,0 +1,280 @@
+// Package client connects to an exporter — over a local unix socket, or
+// over TCP with TLS and a passphrase — holds its session, and hands out
+// typed clients for the drivers in its tree. Specs and the j command are
+// written against it.
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/power"
+)
+
+// Environment variables set inside `jmp shell` for j and for specs.
+const (
+	EnvHost        = "JMP_HOST"
+	EnvSession     = "JMP_SESSION"
+	EnvPassphrase  = "JMP_PASSPHRASE"
+	EnvFingerprint = "JMP_FINGERPRINT"
+)
+
+// Options say how to reach an exporter.
+type Options struct {
+	// Passphrase is the direct-mode passphrase.
+	Passphrase string
+	// Fingerprint pins the exporter's TLS certificate (SHA-256 of its DER,
+	// hex, colons allowed). With neither Fingerprint nor CAFile a TCP
+	// target is dialled without TLS only when Insecure is set.
+	Fingerprint string
+	CAFile      string
+	Insecure    bool
+	// Session reuses a session another process holds (j inside jmp shell).
+	Session string
+	// Name names this client in "in use by" messages.
+	Name string
+	// Dialer, when set, makes the connections (a routed tunnel).
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// Client is a connection to one exporter.
+type Client struct {
+	conn *grpc.ClientConn
+	opts Options
+
+	mu    sync.Mutex
+	token string
+}
+
+// Dial connects to target: "unix:///path/to.sock" or "host:port".
+func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
+	c := &Client{opts: opts, token: opts.Session}
+	dopts := []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(c.unaryMeta),
+		grpc.WithChainStreamInterceptor(c.streamMeta),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(16 << 20),
+	}
+	if opts.Dialer != nil {
+		dopts = append(dopts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return opts.Dialer(ctx, a) }))
+	}
+	switch {
+	case strings.HasPrefix(target, "unix:"):
+		dopts = append(dopts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	default:
+		creds, err := tlsCreds(opts)
+		if err != nil {
+			return nil, err
+		}
+		dopts = append(dopts, grpc.WithTransportCredentials(creds))
+		target = "passthrough:///" + target
+	}
+	conn, err := grpc.NewClient(target, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial exporter %s: %w", target, err)
+	}
+	c.conn = conn
+	return c, nil
+}
+
+// FromEnv connects to the exporter of the enclosing `jmp shell`.
+func FromEnv(ctx context.Context) (*Client, error) {
+	host := os.Getenv(EnvHost)
+	if host == "" {
+		return nil, fmt.Errorf("%s is not set: run this inside `jmp shell` (jmp shell --exporter-config exporter.yaml)", EnvHost)
+	}
+	return Dial(ctx, host, Options{
+		Session:     os.Getenv(EnvSession),
+		Passphrase:  os.Getenv(EnvPassphrase),
+		Fingerprint: os.Getenv(EnvFingerprint),
+	})
+}
+
+func tlsCreds(opts Options) (credentials.TransportCredentials, error) {
+	switch {
+	case opts.Fingerprint != "":
+		want := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(opts.Fingerprint, "sha256:"), ":", ""))
+		return credentials.NewTLS(&tls.Config{
+			// The certificate is pinned by fingerprint instead of a CA.
+			InsecureSkipVerify: true,
+			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				if len(raw) == 0 {
+					return errors.New("exporter sent no certificate")
+				}
+				sum := sha256.Sum256(raw[0])
+				if got := hex.EncodeToString(sum[:]); got != want {
+					return fmt.Errorf("exporter certificate fingerprint %s does not match the expected %s", got, want)
+				}
+				return nil
+			},
+		}), nil
+	case opts.CAFile != "":
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", opts.CAFile)
+		}
+		return credentials.NewTLS(&tls.Config{RootCAs: pool}), nil
+	case opts.Insecure:
+		return credentials.NewTLS(&tls.Config{InsecureSkipVerify: true}), nil
+	}
+	return nil, errors.New("TCP exporter needs --fingerprint (printed by jmp run) or --ca, or --insecure to skip verification")
+}
+
+func (c *Client) withMeta(ctx context.Context) context.Context {
+	c.mu.Lock()
+	tok := c.token
+	c.mu.Unlock()
+	kv := []string{}
+	if tok != "" {
+		kv = append(kv, rpcmeta.SessionKey, tok)
+	}
+	if c.opts.Passphrase != "" {
+		kv = append(kv, rpcmeta.PassphraseKey, c.opts.Passphrase)
+	}
+	if len(kv) == 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...)
+}
+
+func (c *Client) unaryMeta(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return inv(c.withMeta(ctx), method, req, reply, cc, opts...)
+}
+
+func (c *Client) streamMeta(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, st grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return st(c.withMeta(ctx), desc, cc, method, opts...)
+}
+
+// Conn is the connection, for driver clients of capabilities this package
+// has no shortcut for. Calls on it carry the session and passphrase.
+func (c *Client) Conn() grpc.ClientConnInterface { return c.conn }
+
+// Close closes the connection (ending a session this client opened).
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Token is the session token in use.
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+// Session is a held exporter. Closing it resets the board to its safe
+// state unless it was opened with KeepPower.
+type Session struct {
+	Token  string
+	cancel context.CancelFunc
+	done   chan struct{}
+	stream pb.Exporter_SessionClient
+	ended  chan string
+}
+
+// SessionOptions tune Open.
+type SessionOptions struct {
+	KeepPower bool
+}
+
+// Open takes the exporter's session. It fails with errdefs.ErrInUse when
+// another client holds it.
+func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := pb.NewExporterClient(c.conn).Session(sctx)
+	if err != nil {
+		cancel()
+		return nil, errdefs.FromGRPC(err)
+	}
+	name := c.opts.Name
+	if name == "" {
+		name = defaultName()
+	}
+	if err := stream.Send(&pb.SessionRequest{Client: name, KeepPower: o.KeepPower}); err != nil {
+		cancel()
+		return nil, errdefs.FromGRPC(err)
+	}
+	ev, err := stream.Recv()
+	if err != nil {
+		cancel()
+		return nil, errdefs.FromGRPC(err)
+	}
+	s := &Session{Token: ev.GetToken(), cancel: cancel, done: make(chan struct{}), stream: stream, ended: make(chan string, 1)}
+	c.mu.Lock()
+	c.token = s.Token
+	c.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			if m := ev.GetMessage(); m != "" {
+				select {
+				case s.ended <- m:
+				default:
+				}
+			}
+		}
+	}()
+	return s, nil
+}
+
+// Done is closed when the exporter ends the session or the connection drops.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Close ends the session and waits until the exporter has reset the board.
+func (s *Session) Close() error {
+	_ = s.stream.CloseSend()
+	<-s.done
+	s.cancel()
+	return nil
+}
+
+func defaultName() string {
+	u := os.Getenv("USER")
+	if u == "" {
+		u = "user"
+	}
+	h, _ := os.Hostname()
+	return u + "@" + h
+}
+
+// Report describes the exporter's driver tree.
+func (c *Client) Report(ctx context.Context) (*pb.ReportResponse, error) {
+	r, err := pb.NewExporterClient(c.conn).Report(ctx, &pb.ReportRequest{})
+	return r, errdefs.FromGRPC(err)
+}
+
+// Status tells who holds the exporter.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	r, err := pb.NewExporterClient(c.conn).Status(ctx, &pb.StatusRequest{})
+	return r, errdefs.FromGRPC(err)
+}
+
+// Power returns the power driver at path.
+func (c *Client) Power(path string) *power.Client { return power.NewClient(c.conn, path) }
+
+// Console returns the console driver at path.
+func (c *Client) Console(path string) *console.Client { return console.NewClient(c.conn, path) }

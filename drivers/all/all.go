@@ -1,0 +1,10 @@
+// Package all links every driver kind and capability into a binary. It is
+// the one place that names driver packages; cmd/jmp imports it.
+package all
+
+import (
+	_ "github.com/pogolab/pogo/drivers/console"
+	_ "github.com/pogolab/pogo/drivers/power"
+	_ "github.com/pogolab/pogo/drivers/power/command"
+	_ "github.com/pogolab/pogo/drivers/serial"
+)

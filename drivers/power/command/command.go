@@ -1,0 +1,143 @@
+// Package command is the power backend that runs shell commands: whatever
+// switches a board (a relay tool, a vendor CLI) becomes a power driver.
+package command
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pogolab/pogo/drivers"
+	"github.com/pogolab/pogo/drivers/power"
+)
+
+// Config is the `command-power` kind's config.
+type Config struct {
+	On  string `yaml:"on,required"`
+	Off string `yaml:"off,required"`
+	// Cycle defaults to off, delay, on.
+	Cycle string `yaml:"cycle"`
+	// Status exits 0 when the board is on.
+	Status  string        `yaml:"status"`
+	Timeout time.Duration `yaml:"timeout"`
+	Delay   time.Duration `yaml:"delay"`
+}
+
+func init() {
+	drivers.Register(drivers.Kind{
+		Name: "command-power",
+		New: func(ctx context.Context, b *drivers.Build) (drivers.Driver, error) {
+			var c Config
+			if err := b.Config.Decode(&c); err != nil {
+				return nil, err
+			}
+			return New(c)
+		},
+	})
+}
+
+// Driver runs the configured commands with sh -c.
+type Driver struct {
+	c Config
+}
+
+// New checks c and returns a driver.
+func New(c Config) (*Driver, error) {
+	if strings.TrimSpace(c.On) == "" {
+		return nil, drivers.FieldErr("on", "must not be empty")
+	}
+	if strings.TrimSpace(c.Off) == "" {
+		return nil, drivers.FieldErr("off", "must not be empty")
+	}
+	if c.Timeout < 0 {
+		return nil, drivers.FieldErr("timeout", "must not be negative")
+	}
+	if c.Delay < 0 {
+		return nil, drivers.FieldErr("delay", "must not be negative")
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.Delay == 0 {
+		c.Delay = 2 * time.Second
+	}
+	return &Driver{c: c}, nil
+}
+
+func (d *Driver) On(ctx context.Context) error  { return d.run(ctx, "on", d.c.On) }
+func (d *Driver) Off(ctx context.Context) error { return d.run(ctx, "off", d.c.Off) }
+
+// Cycle implements power.Cycler.
+func (d *Driver) Cycle(ctx context.Context, delay time.Duration) error {
+	if d.c.Cycle != "" {
+		return d.run(ctx, "cycle", d.c.Cycle)
+	}
+	if delay == 0 {
+		delay = d.c.Delay
+	}
+	if err := d.Off(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(delay):
+	}
+	return d.On(ctx)
+}
+
+// State implements power.Reader; without a status command the state is
+// unknown.
+func (d *Driver) State(ctx context.Context) (power.State, error) {
+	if d.c.Status == "" {
+		return power.Unknown, nil
+	}
+	err := d.run(ctx, "status", d.c.Status)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return power.On, nil
+	case errors.As(err, &ee):
+		return power.Off, nil
+	}
+	return power.Unknown, err
+}
+
+// Reset implements drivers.Resetter: the safe state is off.
+func (d *Driver) Reset(ctx context.Context) error { return d.Off(ctx) }
+
+// Close implements drivers.Driver.
+func (d *Driver) Close() error { return nil }
+
+// Description implements drivers.Describer.
+func (d *Driver) Description() string { return "power by command: " + d.c.On }
+
+func (d *Driver) run(ctx context.Context, what, script string) error {
+	ctx, cancel := context.WithTimeout(ctx, d.c.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	// Own process group, so a timeout kills the whole pipeline and nothing
+	// the command started lingers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("power %s: %q timed out after %s: %w", what, script, d.c.Timeout, context.DeadlineExceeded)
+	}
+	if err != nil {
+		msg := strings.TrimSpace(out.String())
+		if msg != "" {
+			msg = ": " + msg
+		}
+		return fmt.Errorf("power %s: %q: %w%s", what, script, err, msg)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+// Package power is the power capability: the interfaces a power driver
+// implements, the gRPC service that exposes it on the exporter and the
+// client that implements the same interfaces over the wire.
+//
+// Backends live in sub-packages (command, ykush, snmp); the virtual board's
+// power is part of drivers/qemu.
+package power
+
+import (
+	"context"
+	"time"
+)
+
+// Switcher turns a supply on and off. Every power driver implements it.
+type Switcher interface {
+	On(ctx context.Context) error
+	Off(ctx context.Context) error
+}
+
+// Cycler is a Switcher that cycles natively (a PDU's reboot command). A
+// zero delay means the driver's default.
+type Cycler interface {
+	Cycle(ctx context.Context, delay time.Duration) error
+}
+
+// Reader reads the supply's state back.
+type Reader interface {
+	State(ctx context.Context) (State, error)
+}
+
+// State is a supply's state.
+type State int
+
+const (
+	Unknown State = iota
+	On
+	Off
+)
+
+func (s State) String() string {
+	switch s {
+	case On:
+		return "on"
+	case Off:
+		return "off"
+	}
+	return "unknown"
+}
+
+// Cycle turns s off, waits delay and turns it on, using s's own Cycle when
+// it has one.
+func Cycle(ctx context.Context, s Switcher, delay time.Duration) error {
+	if c, ok := s.(Cycler); ok {
+		return c.Cycle(ctx, delay)
+	}
+	if err := s.Off(ctx); err != nil {
+		return err
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	return s.On(ctx)
+}

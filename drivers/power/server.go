@@ -1,0 +1,96 @@
+package power
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/drivers"
+)
+
+// DefaultCycleDelay is used when neither the caller nor the driver names a
+// delay.
+const DefaultCycleDelay = 2 * time.Second
+
+func init() {
+	drivers.RegisterService(drivers.Service{
+		Name:       "power",
+		Implements: func(d drivers.Driver) bool { _, ok := d.(Switcher); return ok },
+		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+			pb.RegisterPowerServer(s, &server{r: r})
+		},
+	})
+}
+
+type server struct {
+	pb.UnimplementedPowerServer
+	r drivers.Resolver
+}
+
+func (s *server) switcher(ctx context.Context) (Switcher, error) {
+	return drivers.ResolveAs[Switcher](ctx, s.r, "power")
+}
+
+func (s *server) On(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
+	return s.do(ctx, func(sw Switcher) error { return sw.On(ctx) })
+}
+
+func (s *server) Off(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
+	return s.do(ctx, func(sw Switcher) error { return sw.Off(ctx) })
+}
+
+func (s *server) Cycle(ctx context.Context, req *pb.CycleRequest) (*pb.PowerResponse, error) {
+	delay := req.GetDelay().AsDuration()
+	return s.do(ctx, func(sw Switcher) error {
+		if delay == 0 {
+			if _, native := sw.(Cycler); !native {
+				delay = DefaultCycleDelay
+			}
+		}
+		return Cycle(ctx, sw, delay)
+	})
+}
+
+func (s *server) Status(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
+	return s.do(ctx, func(Switcher) error { return nil })
+}
+
+func (s *server) do(ctx context.Context, f func(Switcher) error) (*pb.PowerResponse, error) {
+	sw, err := s.switcher(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := f(sw); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	st := Unknown
+	if r, ok := sw.(Reader); ok {
+		if st, err = r.State(ctx); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+	}
+	return &pb.PowerResponse{State: toPB(st)}, nil
+}
+
+func toPB(s State) pb.PowerState {
+	switch s {
+	case On:
+		return pb.PowerState_POWER_STATE_ON
+	case Off:
+		return pb.PowerState_POWER_STATE_OFF
+	}
+	return pb.PowerState_POWER_STATE_UNSPECIFIED
+}
+
+func fromPB(s pb.PowerState) State {
+	switch s {
+	case pb.PowerState_POWER_STATE_ON:
+		return On
+	case pb.PowerState_POWER_STATE_OFF:
+		return Off
+	}
+	return Unknown
+}

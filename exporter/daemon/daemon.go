@@ -1,0 +1,114 @@
+// Package daemon is `jmp run`: the exporter as a long-running service on a
+// lab host.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/pogolab/pogo/drivers"
+	"github.com/pogolab/pogo/exporter"
+	"github.com/pogolab/pogo/exporter/config"
+)
+
+// Command returns `jmp run`.
+func Command() *cobra.Command {
+	var (
+		cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run an exporter: serve the drivers of an exporter.yaml",
+		Long: `Run an exporter on this lab host. Local mode serves a unix socket; direct
+mode (--listen) serves TCP with TLS and needs a passphrase. On SIGTERM every
+driver is put into its safe state (power off) and closed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if passphrase == "" {
+				passphrase = os.Getenv("JMP_PASSPHRASE")
+			}
+			return run(ctx, cmd, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&cfgPath, "exporter-config", "c", "exporter.yaml", "exporter config file")
+	f.StringVar(&listen, "listen", "", "serve TCP with TLS on this address (direct mode)")
+	f.StringVar(&socket, "socket", "", "unix socket path (default: $XDG_RUNTIME_DIR/pogo/NAME.sock)")
+	f.StringVar(&certFile, "tls-cert", "", "TLS certificate (default: a self-signed one)")
+	f.StringVar(&keyFile, "tls-key", "", "TLS key")
+	f.StringVar(&passphrase, "passphrase", "", "passphrase clients must present (default $JMP_PASSPHRASE)")
+	f.StringVar(&stateDir, "state-dir", "", "directory for driver state")
+	return cmd
+}
+
+func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir string) error {
+	log := slog.Default()
+	f, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	opts := exporter.Options{Log: log, Passphrase: passphrase}
+	var l net.Listener
+	if listen != "" {
+		if passphrase == "" {
+			return fmt.Errorf("--listen needs --passphrase (or JMP_PASSPHRASE): direct mode must not be open to anyone who can reach the port")
+		}
+		tc, fp, err := exporter.TLSConfig(certFile, keyFile)
+		if err != nil {
+			return err
+		}
+		opts.TLS = credentials.NewTLS(tc)
+		if l, err = net.Listen("tcp", listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", listen, err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving %s\nfingerprint sha256:%s\nconnect: jmp shell --exporter %s --fingerprint %s --passphrase …\n", f.Metadata.Name, l.Addr(), fp, l.Addr(), fp)
+	} else {
+		if socket == "" {
+			socket = DefaultSocket(f.Metadata.Name)
+		}
+		if l, err = exporter.ListenUnix(socket); err != nil {
+			return err
+		}
+		defer os.Remove(socket)
+		fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving unix://%s\n", f.Metadata.Name, socket)
+	}
+	s, err := exporter.New(ctx, f, &drivers.Host{StateDir: stateDir}, opts)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		log.Info("stopping exporter")
+	case err = <-errc:
+	}
+	if serr := s.Stop(); serr != nil {
+		log.Error("closing drivers", "err", serr)
+	}
+	return err
+}
+
+// DefaultSocket is where `jmp run` serves in local mode.
+func DefaultSocket(name string) string {
+	if name == "" {
+		name = "exporter"
+	}
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), fmt.Sprintf("pogo-%d", os.Getuid()))
+	}
+	return filepath.Join(dir, "pogo", name+".sock")
+}
