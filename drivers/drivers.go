@@ -166,3 +166,17 @@ type SessionObserver interface {
 	SessionStart(holder string)
 	SessionEnd()
 }
+
+// Parent is a driver made of parts that are drivers in their own right
+// (a virtual board's power, console and storage). The exporter serves each
+// part at <path>.<name>; the parent owns, resets and closes its parts.
+type Parent interface {
+	Parts() []Part
+}
+
+// Part is one part of a Parent.
+type Part struct {
+	Name   string
+	Kind   string
+	Driver Driver
+}

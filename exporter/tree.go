@@ -87,6 +87,11 @@ func Build(ctx context.Context, f *config.File, host *drivers.Host, log *slog.Lo
 		}
 		e.driver, e.kind = d, k.Name
 		t.built = append(t.built, d)
+		if p, ok := d.(drivers.Parent); ok {
+			if err := t.addParts(f.Path, n, p); err != nil {
+				return nil, err
+			}
+		}
 		return d, nil
 	}
 	for _, n := range f.Export {
@@ -176,4 +181,28 @@ func (t *Tree) Close() error {
 		errs = append(errs, t.host.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// addParts serves a parent driver's parts under its path.
+func (t *Tree) addParts(file string, n *config.Node, p drivers.Parent) error {
+	for _, part := range p.Parts() {
+		path := n.Path + "." + part.Name
+		if _, dup := t.entries[path]; dup {
+			return &config.Error{File: file, Line: n.Line, Field: "export." + path, Msg: fmt.Sprintf("%s already has a part named %q", n.Type, part.Name)}
+		}
+		e := &entry{node: &config.Node{Name: part.Name, Path: path, Line: n.Line, TypeLine: n.TypeLine}, kind: part.Kind, driver: part.Driver}
+		t.entries[path] = e
+		// Keep parts right after their parent in reports.
+		for i, o := range t.order {
+			if o.node == n {
+				j := i + 1
+				for j < len(t.order) && len(t.order[j].node.Path) > len(n.Path) && t.order[j].node.Path[:len(n.Path)+1] == n.Path+"." {
+					j++
+				}
+				t.order = append(t.order[:j], append([]*entry{e}, t.order[j:]...)...)
+				break
+			}
+		}
+	}
+	return nil
 }
