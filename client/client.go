@@ -211,6 +211,10 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 		name = defaultName()
 	}
 	if err := stream.Send(&pb.SessionRequest{Client: name, KeepPower: o.KeepPower}); err != nil {
+		// A refused stream reports io.EOF on Send; the reason comes with Recv.
+		if _, rerr := stream.Recv(); rerr != nil {
+			err = rerr
+		}
 		cancel()
 		return nil, errdefs.FromGRPC(err)
 	}

@@ -12,10 +12,15 @@ import (
 // Config is a node's `config:` mapping as written in exporter.yaml.
 type Config struct {
 	node *yaml.Node
+	// keyLine is where the `config:` key stands, for keys that are missing.
+	keyLine int
 }
 
 // NewConfig wraps a YAML node (nil for an absent config).
 func NewConfig(n *yaml.Node) Config { return Config{node: n} }
+
+// NewConfigAt wraps the value of a `config:` key standing at keyLine.
+func NewConfigAt(n *yaml.Node, keyLine int) Config { return Config{node: n, keyLine: keyLine} }
 
 // ConfigFromYAML parses text as a config mapping (for tests and tools).
 func ConfigFromYAML(text string) (Config, error) {
@@ -97,8 +102,8 @@ func (c Config) Decode(v any) error {
 	}
 	for _, r := range required {
 		if !seen[r] {
-			line := 0
-			if c.node != nil {
+			line := c.keyLine
+			if line == 0 && c.node != nil {
 				line = c.node.Line
 			}
 			return &FieldError{Field: r, Line: line, Msg: "required key is missing"}

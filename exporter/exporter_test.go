@@ -23,7 +23,7 @@ import (
 func TestBuildErrorsNameFileLineAndField(t *testing.T) {
 	head := "kind: ExporterConfig\nexport:\n  p:\n    type: command-power\n"
 	for _, tc := range []struct{ name, yaml, want string }{
-		{"missing required key", head + "    config:\n      on: 'true'\n", "x.yaml:6: export.p.config.off: required key is missing"},
+		{"missing required key", head + "    config:\n      on: 'true'\n", "x.yaml:5: export.p.config.off: required key is missing"},
 		{"no config at all", head, "x.yaml:4: export.p.config.on: required key is missing"},
 		{"unknown key", head + "    config:\n      on: a\n      off: b\n      of: c\n", "x.yaml:8: export.p.config.of: unknown key (known: "},
 		{"wrong value type", head + "    config:\n      on: a\n      off: b\n      timeout: soon\n", `x.yaml:8: export.p.config.timeout: want a duration like "2s", got "soon"`},

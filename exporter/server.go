@@ -44,6 +44,10 @@ type Options struct {
 	// Holder, when set, restricts sessions to this client name (the lease
 	// holder, set by the controller).
 	Holder func() (string, bool)
+	// AlwaysReset makes Stop reset the drivers even when no session touched
+	// them since the last reset: a daemon cannot know what happened to the
+	// hardware meanwhile. An in-process shell exporter can.
+	AlwaysReset bool
 }
 
 // Server serves one driver tree.
@@ -139,7 +143,7 @@ func (s *Server) Stop() error {
 	if sess != nil {
 		s.endSession(sess, "exporter stopping")
 		<-sess.ended
-	} else if s.isDirty() {
+	} else if s.opts.AlwaysReset || s.isDirty() {
 		s.resetAll("exporter stopping")
 	}
 	stopped := make(chan struct{})

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -135,12 +136,13 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 		}
 		args = []string{sh}
 	}
-	cmd := exec.Command(args[0], args[1:]...)
+	path := os.Getenv("PATH")
+	cmd := exec.Command(lookPath(args[0], bin+string(os.PathListSeparator)+path), args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(),
 		client.EnvHost+"="+target,
 		client.EnvSession+"="+sess.Token,
-		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"PATH="+bin+string(os.PathListSeparator)+path,
 	)
 	if opts.Passphrase != "" {
 		cmd.Env = append(cmd.Env, client.EnvPassphrase+"="+opts.Passphrase)
@@ -179,4 +181,19 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 			return err
 		}
 	}
+}
+
+// lookPath finds name in path (the command's PATH, which puts j first)
+// rather than in this process's PATH.
+func lookPath(name, path string) string {
+	if strings.ContainsRune(name, '/') {
+		return name
+	}
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return name
 }

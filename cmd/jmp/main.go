@@ -75,7 +75,11 @@ func exit(err error, name string) int {
 }
 
 func setupLog() {
-	level := slog.LevelInfo
+	// Daemons log what they do; interactive commands only warnings.
+	level := slog.LevelWarn
+	if len(os.Args) > 1 && (os.Args[1] == "run" || os.Args[1] == "controller" || os.Args[1] == "bmc-sim") {
+		level = slog.LevelInfo
+	}
 	if l := os.Getenv("POGO_LOG"); l != "" {
 		_ = level.UnmarshalText([]byte(l))
 	}

@@ -43,6 +43,9 @@ func (c *Client) Attach(ctx context.Context, opts AttachOptions) (io.ReadWriteCl
 		return nil, errdefs.FromGRPC(err)
 	}
 	if err := s.Send(&pb.ConsoleInput{Msg: &pb.ConsoleInput_Open{Open: &pb.ConsoleOpen{Write: opts.Write, Replay: opts.Replay}}}); err != nil {
+		if _, rerr := s.Recv(); rerr != nil {
+			err = rerr
+		}
 		cancel()
 		return nil, fmt.Errorf("console %s: attach: %w", c.path, errdefs.FromGRPC(err))
 	}

@@ -318,6 +318,7 @@ func (p *parser) node(k, v *yaml.Node, path string) (*Node, error) {
 	field := "export." + path
 	node := &Node{Name: k.Value, Path: path, Line: k.Line, TypeLine: k.Line}
 	var typeNode, configNode, childrenNode, refNode *yaml.Node
+	configLine := 0
 	err := p.mapping(v, field, []string{"type", "config", "children", "ref", "description"}, func(k, v *yaml.Node) error {
 		switch k.Value {
 		case "type":
@@ -325,7 +326,7 @@ func (p *parser) node(k, v *yaml.Node, path string) (*Node, error) {
 			node.TypeLine = k.Line
 			return p.str(v, field+".type", &node.Type)
 		case "config":
-			configNode = v
+			configNode, configLine = v, k.Line
 		case "children":
 			childrenNode = v
 		case "ref":
@@ -359,7 +360,7 @@ func (p *parser) node(k, v *yaml.Node, path string) (*Node, error) {
 		return nil, p.errf(k, field, "empty node: give it a type, children or a ref")
 	}
 	if configNode != nil {
-		node.Config = drivers.NewConfig(configNode)
+		node.Config = drivers.NewConfigAt(configNode, configLine)
 	}
 	if childrenNode != nil {
 		if node.Children, err = p.nodes(childrenNode, path); err != nil {

@@ -58,7 +58,7 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 	if err != nil {
 		return err
 	}
-	opts := exporter.Options{Log: log, Passphrase: passphrase}
+	opts := exporter.Options{Log: log, Passphrase: passphrase, AlwaysReset: true}
 	var l net.Listener
 	if listen != "" {
 		if passphrase == "" {

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+)
+
+var jmp string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "jmp-bin-")
+	if err != nil {
+		panic(err)
+	}
+	jmp = filepath.Join(dir, "jmp")
+	build := exec.Command("go", "build", "-o", jmp, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("build jmp: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// lab writes an exporter config with command-power logging to a file and
+// a serial port on a pty whose far end the test plays.
+func lab(t *testing.T) (cfg, powerLog string, master *os.File) {
+	t.Helper()
+	dir := t.TempDir()
+	m, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); tty.Close() })
+	powerLog = filepath.Join(dir, "power.log")
+	cfg = filepath.Join(dir, "exporter.yaml")
+	yaml := `apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterConfig
+metadata:
+  name: cli-test
+export:
+  power:
+    type: command-power
+    config:
+      on: echo on >> ` + powerLog + `
+      off: echo off >> ` + powerLog + `
+  serial:
+    type: jumpstarter_driver_pyserial.driver.PySerial
+    config:
+      url: ` + tty.Name() + `
+`
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, powerLog, m
+}
+
+func jmpRun(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(jmp, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func words(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.Join(strings.Fields(string(b)), " ")
+}
+
+func TestShellRunsJAndPowersOffAtExit(t *testing.T) {
+	cfg, log, _ := lab(t)
+	out, errOut, code := jmpRun(t, nil, "shell", "--exporter-config", cfg, "--", "sh", "-c", "j power on && j power status")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	if strings.TrimSpace(out) != "unknown" {
+		t.Errorf("j power status printed %q (no status command: unknown)", out)
+	}
+	if got := words(log); got != "on off" {
+		t.Fatalf("power commands %q, want on, then off at shell exit", got)
+	}
+}
+
+func TestShellExitStatusIsTheCommands(t *testing.T) {
+	cfg, _, _ := lab(t)
+	if _, _, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Fatalf("exit %d, want 7", code)
+	}
+	if _, _, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "true"); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+func TestJListsTheTree(t *testing.T) {
+	cfg, _, _ := lab(t)
+	out, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "j")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"exporter cli-test", "power", "command-power", "serial", "console"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("j output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestJErrors(t *testing.T) {
+	cfg, _, _ := lab(t)
+	_, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "j", "relay", "on")
+	if code == 0 || !strings.Contains(errOut, `unknown command "relay"`) {
+		t.Fatalf("j relay on: exit %d, %q", code, errOut)
+	}
+	// j outside a shell explains how to get one.
+	link := filepath.Join(t.TempDir(), "j")
+	if err := os.Symlink(jmp, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(link, "power", "on")
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	b, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(b), "jmp shell") {
+		t.Fatalf("j outside a shell: %v %q", err, b)
+	}
+}
+
+func TestBadConfigNamesTheLine(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(cfg, []byte("kind: ExporterConfig\nexport:\n  p:\n    type: command-power\n    config:\n      on: x\n"), 0o644)
+	_, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "true")
+	if code != 1 || !strings.Contains(errOut, "bad.yaml:5: export.p.config.off: required key is missing") {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+}
+
+func TestSerialPipe(t *testing.T) {
+	cfg, _, master := lab(t)
+	// The far end answers each line like a shell would.
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := master.Read(buf)
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(buf[:n]), "uname") {
+				io.WriteString(master, "Linux\r\n# ")
+			}
+		}
+	}()
+	cmd := exec.Command(jmp, "shell", "-c", cfg, "--", "j", "serial", "pipe", "--linger", "2s")
+	cmd.Stdin = strings.NewReader("uname\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "Linux") {
+		t.Fatalf("pipe output %q", out)
+	}
+}
+
+func TestDirectModeWithPassphraseAndFingerprint(t *testing.T) {
+	cfg, log, _ := lab(t)
+	d := exec.Command(jmp, "run", "--exporter-config", cfg, "--listen", "127.0.0.1:0", "--passphrase", "s3cret")
+	stdout, err := d.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Process.Kill(); d.Wait() }()
+	var addr, fp string
+	lines := make(chan string)
+	go func() {
+		b := make([]byte, 4096)
+		var acc string
+		for {
+			n, err := stdout.Read(b)
+			acc += string(b[:n])
+			if strings.Contains(acc, "connect:") || err != nil {
+				lines <- acc
+				return
+			}
+		}
+	}()
+	select {
+	case s := <-lines:
+		for _, l := range strings.Split(s, "\n") {
+			if f, ok := strings.CutPrefix(l, "fingerprint sha256:"); ok {
+				fp = f
+			}
+			if rest, ok := strings.CutPrefix(l, "exporter cli-test serving "); ok {
+				addr = rest
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("jmp run printed no address")
+	}
+	if addr == "" || fp == "" {
+		t.Fatalf("no address/fingerprint in jmp run output")
+	}
+	_, errOut, code := jmpRun(t, nil, "shell", "--exporter", addr, "--fingerprint", fp, "--passphrase", "wrong", "--", "true")
+	if code == 0 || !strings.Contains(errOut, "passphrase") {
+		t.Fatalf("wrong passphrase: exit %d %q", code, errOut)
+	}
+	_, errOut, code = jmpRun(t, nil, "shell", "--exporter", addr, "--fingerprint", strings.Repeat("0", 64), "--passphrase", "s3cret", "--", "true")
+	if code == 0 || !strings.Contains(errOut, "fingerprint") {
+		t.Fatalf("wrong fingerprint: exit %d %q", code, errOut)
+	}
+	out, errOut, code := jmpRun(t, nil, "shell", "--exporter", addr, "--fingerprint", fp, "--passphrase", "s3cret", "--", "sh", "-c", "j power on; j")
+	if code != 0 || !strings.Contains(out, "exporter cli-test") {
+		t.Fatalf("direct mode: exit %d %q %q", code, out, errOut)
+	}
+	if got := words(log); got != "on off" {
+		t.Fatalf("power log %q", got)
+	}
+	// SIGTERM puts the board in its safe state and exits.
+	d.Process.Signal(os.Interrupt)
+	d.Wait()
+	if got := words(log); got != "on off off" {
+		t.Fatalf("power log after SIGTERM %q, want a final off", got)
+	}
+}
+
+func TestVersionAndCompletion(t *testing.T) {
+	out, _, code := jmpRun(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "jmp ") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+	out, _, code = jmpRun(t, nil, "completion", "bash")
+	if code != 0 || !strings.Contains(out, "bash completion") {
+		t.Fatalf("completion: %d", code)
+	}
+}
+
+// BenchmarkShellTrue measures `jmp shell --exporter-config … -- true`,
+// the overhead a CI job pays per command (goal: < 300 ms).
+func BenchmarkShellTrue(b *testing.B) {
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "e.yaml")
+	os.WriteFile(cfg, []byte("kind: ExporterConfig\nexport:\n  power:\n    type: command-power\n    config: {on: 'true', off: 'true'}\n"), 0o644)
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := exec.Command(jmp, "shell", "-c", cfg, "--", "true").Run(); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	// Baseline: the bare process start of the same binary.
+	var base time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := exec.Command(jmp, "version").Run(); err != nil {
+			b.Fatal(err)
+		}
+		base += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "shell-ms/op")
+	b.ReportMetric(float64(base.Milliseconds())/float64(b.N), "version-ms/op")
+}
