@@ -73,6 +73,8 @@ func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 		grpc.WithInitialWindowSize(4 << 20),
 		grpc.WithInitialConnWindowSize(16 << 20),
+		grpc.WithWriteBufferSize(1 << 20),
+		grpc.WithReadBufferSize(1 << 20),
 	}
 	if opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return opts.Dialer(ctx, a) }))

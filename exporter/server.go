@@ -102,6 +102,8 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 		// Large windows keep bulk streams (images, consoles) at wire speed.
 		grpc.InitialWindowSize(4 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
+		grpc.WriteBufferSize(1 << 20),
+		grpc.ReadBufferSize(1 << 20),
 	}
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(opts.TLS))
