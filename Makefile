@@ -32,12 +32,12 @@ generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 
 # Fails when the committed generated code does not match the protos.
 check-generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
-	@rm -rf build/gen && mkdir -p build/gen
+	@rm -rf build/_gen && mkdir -p build/_gen
 	@PATH=$(abspath $(BIN)):$$PATH protoc -I api \
-	  --go_out=build/gen --go_opt=module=github.com/pogolab/pogo \
-	  --go-grpc_out=build/gen --go-grpc_opt=module=github.com/pogolab/pogo $(PROTOS)
-	@diff -r build/gen/api/pogo/v1 api/pogo/v1 -x '*.proto' >/dev/null || \
-	  { echo "generated protobuf code is stale: run make generate and commit" >&2; diff -r build/gen/api/pogo/v1 api/pogo/v1 -x '*.proto' | head -20; exit 1; }
+	  --go_out=build/_gen --go_opt=module=github.com/pogolab/pogo \
+	  --go-grpc_out=build/_gen --go-grpc_opt=module=github.com/pogolab/pogo $(PROTOS)
+	@diff -r build/_gen/api/pogo/v1 api/pogo/v1 -x '*.proto' >/dev/null || \
+	  { echo "generated protobuf code is stale: run make generate and commit" >&2; diff -r build/_gen/api/pogo/v1 api/pogo/v1 -x '*.proto' | head -20; exit 1; }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
