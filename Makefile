@@ -8,7 +8,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 PROTOS := $(wildcard api/pogo/v1/*.proto)
 RUN := build/run
 
-.PHONY: all build deps generate check-generate lint test bench run clean
+.PHONY: all build deps assets generate check-generate lint test bench run clean
 
 all: build
 
@@ -17,6 +17,11 @@ build:
 
 deps:
 	@bash lab/host/deps.sh
+
+# The virtual board: flasher kernel + initramfs and a demo OS disk, from
+# Debian arm64 packages. Cached; rebuilt only when its inputs change.
+assets: deps
+	@bash lab/board/build.sh build/board
 
 $(BIN)/protoc-gen-go:
 	GOBIN=$(abspath $(BIN)) $(GO) install $(PROTOC_GEN_GO)

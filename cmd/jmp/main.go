@@ -17,6 +17,7 @@ import (
 	_ "github.com/pogolab/pogo/drivers/all"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/daemon"
+	"github.com/pogolab/pogo/lab/bmcsim"
 )
 
 var version = "dev"
@@ -38,7 +39,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemon.Command(), cli.Shell(), &cobra.Command{
+	root.AddCommand(daemon.Command(), cli.Shell(), bmcsim.Command(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
