@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/power"
@@ -199,5 +200,33 @@ func TestReportAndUnknownPath(t *testing.T) {
 	_, err = c.Console("power").Scrollback(ctx)
 	if !errors.Is(err, errdefs.ErrUnsupported) || !strings.Contains(err.Error(), "does not serve console") {
 		t.Fatalf("console call on a power driver: %v", err)
+	}
+}
+
+func TestLogsStreamsRecords(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := exportertest.Serve(t, powerYAML(dir))
+	c := e.Dial(t)
+	s, err := c.Open(ctx, client.SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	stream, err := pb.NewExporterClient(c.Conn()).Logs(ctx, &pb.LogsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, r.GetMessage()+" "+r.GetAttrs()["holder"])
+	}
+	got := strings.Join(msgs, "|")
+	if !strings.Contains(got, "session started "+t.Name()) || !strings.Contains(got, "session ended "+t.Name()) {
+		t.Fatalf("log records %q lack the session", got)
 	}
 }
