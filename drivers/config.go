@@ -1,6 +1,7 @@
 package drivers
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -95,7 +96,12 @@ func (c Config) Decode(v any) error {
 				return &FieldError{Field: k.Value, Line: k.Line, Msg: "given twice"}
 			}
 			seen[k.Value] = true
-			if val.Decode(f.Addr().Interface()) != nil {
+			if err := val.Decode(f.Addr().Interface()); err != nil {
+				var te *yaml.TypeError
+				if !errors.As(err, &te) {
+					// A field's own UnmarshalYAML said what is wrong.
+					return &FieldError{Field: k.Value, Line: val.Line, Msg: err.Error()}
+				}
 				return &FieldError{Field: k.Value, Line: val.Line, Msg: typeMessage(f.Type(), val)}
 			}
 		}
@@ -140,6 +146,9 @@ func collect(v reflect.Value, fields map[string]reflect.Value, required, known *
 }
 
 func typeMessage(t reflect.Type, val *yaml.Node) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	want := t.Kind().String()
 	switch {
 	case t.String() == "time.Duration":

@@ -6,5 +6,7 @@ import (
 	_ "github.com/pogolab/pogo/drivers/console"
 	_ "github.com/pogolab/pogo/drivers/power"
 	_ "github.com/pogolab/pogo/drivers/power/command"
+	_ "github.com/pogolab/pogo/drivers/power/snmp"
+	_ "github.com/pogolab/pogo/drivers/power/ykush"
 	_ "github.com/pogolab/pogo/drivers/serial"
 )
