@@ -4,9 +4,12 @@ package all
 
 import (
 	_ "github.com/pogolab/pogo/drivers/console"
+	_ "github.com/pogolab/pogo/drivers/files"
+	_ "github.com/pogolab/pogo/drivers/http"
 	_ "github.com/pogolab/pogo/drivers/power"
 	_ "github.com/pogolab/pogo/drivers/power/command"
 	_ "github.com/pogolab/pogo/drivers/power/snmp"
 	_ "github.com/pogolab/pogo/drivers/power/ykush"
 	_ "github.com/pogolab/pogo/drivers/serial"
+	_ "github.com/pogolab/pogo/drivers/tftp"
 )
