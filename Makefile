@@ -6,7 +6,7 @@ JMP := $(BIN)/jmp
 PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 PROTOS := $(wildcard api/pogo/v1/*.proto)
-RUN := build/run
+ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 
 .PHONY: all build deps assets generate check-generate lint test bench run clean
 
@@ -29,6 +29,9 @@ $(BIN)/protoc-gen-go:
 $(BIN)/protoc-gen-go-grpc:
 	GOBIN=$(abspath $(BIN)) $(GO) install $(PROTOC_GEN_GO_GRPC)
 
+$(BIN)/actionlint:
+	GOBIN=$(abspath $(BIN)) $(GO) install $(ACTIONLINT)
+
 # Regenerates the committed protobuf code.
 generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	PATH=$(abspath $(BIN)):$$PATH protoc -I api \
@@ -44,23 +47,24 @@ check-generate: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	@diff -r build/_gen/api/pogo/v1 api/pogo/v1 -x '*.proto' >/dev/null || \
 	  { echo "generated protobuf code is stale: run make generate and commit" >&2; diff -r build/_gen/api/pogo/v1 api/pogo/v1 -x '*.proto' | head -20; exit 1; }
 
-lint:
+lint: $(BIN)/actionlint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
+	$(BIN)/actionlint .github/workflows/*.yml
 
 # Installs what is missing, then runs every test. Ginkgo suites skip the
 # hardware and long labels unless given -ginkgo.label-filter (specs/board).
-test: deps check-generate lint build
+test: deps check-generate lint build assets
 	$(GO) test -count=1 -timeout 30m ./...
 
-bench: deps build
+bench: deps build assets
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-# Opens a jmp shell on exporter.yaml.
+# Opens a jmp shell on exporter.yaml: the virtual board.
 run: deps build
-	@bash lab/host/run.sh $(JMP) exporter.yaml
+	@bash lab/host/run-qemu.sh $(JMP) exporter.yaml
 
 clean:
 	rm -rf build

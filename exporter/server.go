@@ -347,7 +347,11 @@ func (e *exporterService) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.
 			n.ParentPath = en.node.Path[:i]
 		}
 		if en.driver != nil {
-			n.Interfaces = drivers.Interfaces(en.driver)
+			// A parent serves its capabilities through its parts; listing them
+			// on the parent too would make its j verbs clash with the parts.
+			if _, parent := en.driver.(drivers.Parent); !parent {
+				n.Interfaces = drivers.Interfaces(en.driver)
+			}
 			if d, ok := en.driver.(drivers.Describer); ok {
 				n.Description = d.Description()
 			}

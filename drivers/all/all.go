@@ -10,6 +10,8 @@ import (
 	_ "github.com/pogolab/pogo/drivers/power/command"
 	_ "github.com/pogolab/pogo/drivers/power/snmp"
 	_ "github.com/pogolab/pogo/drivers/power/ykush"
+	_ "github.com/pogolab/pogo/drivers/qemu"
 	_ "github.com/pogolab/pogo/drivers/serial"
+	_ "github.com/pogolab/pogo/drivers/storage"
 	_ "github.com/pogolab/pogo/drivers/tftp"
 )

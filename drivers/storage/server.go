@@ -1,0 +1,105 @@
+package storage
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/drivers"
+)
+
+func init() {
+	drivers.RegisterService(drivers.Service{
+		Name:       "storage",
+		Implements: func(d drivers.Driver) bool { _, ok := d.(Disk); return ok },
+		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+			pb.RegisterStorageServer(s, &server{r: r})
+		},
+	})
+}
+
+type server struct {
+	pb.UnimplementedStorageServer
+	r drivers.Resolver
+}
+
+func (s *server) disk(ctx context.Context) (Disk, error) {
+	return drivers.ResolveAs[Disk](ctx, s.r, "storage")
+}
+
+func (s *server) Info(ctx context.Context, _ *pb.StorageInfoRequest) (*pb.StorageInfo, error) {
+	d, err := s.disk(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	in, err := d.Info(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.StorageInfo{Size: in.Size, Path: in.Path, Allocated: in.Allocated, Busy: in.Busy}, nil
+}
+
+func (s *server) Write(stream pb.Storage_WriteServer) error {
+	ctx := stream.Context()
+	d, err := s.disk(ctx)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return errdefs.ToGRPC(errdefs.Invalidf("storage: the first message of a write must be open"))
+	}
+	n, err := d.Write(ctx, &streamReader{s: stream}, WriteOptions{Size: open.GetSize(), Truncate: open.GetTruncate()})
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	return stream.SendAndClose(&pb.StorageWriteResponse{Written: n})
+}
+
+// streamReader reads the data messages of a write stream.
+type streamReader struct {
+	s    pb.Storage_WriteServer
+	pend []byte
+}
+
+func (r *streamReader) Read(p []byte) (int, error) {
+	for len(r.pend) == 0 {
+		m, err := r.s.Recv()
+		if err != nil {
+			return 0, err // io.EOF when the client is done
+		}
+		if m.GetOpen() != nil {
+			return 0, errdefs.Invalidf("storage: open sent twice in one write")
+		}
+		r.pend = m.GetData()
+	}
+	n := copy(p, r.pend)
+	r.pend = r.pend[n:]
+	return n, nil
+}
+
+func (s *server) Read(req *pb.StorageReadRequest, stream pb.Storage_ReadServer) error {
+	ctx := stream.Context()
+	d, err := s.disk(ctx)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	_, err = d.Read(ctx, streamWriter{stream}, req.GetOffset(), req.GetLength())
+	return errdefs.ToGRPC(err)
+}
+
+type streamWriter struct{ s pb.Storage_ReadServer }
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	// gRPC encodes the message before Send returns, so p may be reused.
+	if err := w.s.Send(&pb.StorageData{Data: p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
