@@ -4,7 +4,8 @@
 // files capability.
 //
 // One server per host. Boards reach a lab host's TFTP server on port 69
-// only (the virtual board's 10.0.2.2:69 is the host's 127.0.0.1:69), so
+// only (the virtual board reaches this server as 127.0.0.1:69 through its
+// gateway: QEMU answers 10.0.2.2:69 with its own built-in TFTP server), so
 // every board of the host shares one server, each under its own subdir: a
 // board fetches <subdir>/<file>. Every pogo process on the host, and every
 // exporter within one, coordinates through a registry directory per port,
@@ -83,7 +84,7 @@ type Config struct {
 	// DefaultHostDir()).
 	HostDir string `yaml:"host_dir"`
 	// Advertise is the server address as the board sees it, for URL
-	// (default the bound address; 10.0.2.2 for the virtual board).
+	// (default the bound address; 127.0.0.1 for the virtual board).
 	Advertise string `yaml:"advertise"`
 }
 
