@@ -8,7 +8,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 PROTOS := $(wildcard api/pogo/v1/*.proto)
 ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 
-.PHONY: all build deps assets generate check-generate lint test bench run clean
+.PHONY: all build deps assets bundle generate check-generate lint test bench run clean
 
 all: build
 
@@ -22,6 +22,10 @@ deps:
 # Debian arm64 packages. Cached; rebuilt only when its inputs change.
 assets: deps
 	@bash lab/board/build.sh build/board
+
+# The virtual board's flasher bundle (push it with jmp bundle push).
+bundle: assets
+	@bash bundles/qemu-arm64/build.sh build/board build/bundle/qemu-arm64
 
 $(BIN)/protoc-gen-go:
 	GOBIN=$(abspath $(BIN)) $(GO) install $(PROTOC_GEN_GO)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pogolab/pogo/bundles"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/cli"
 	_ "github.com/pogolab/pogo/drivers/all"
@@ -39,7 +40,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemon.Command(), cli.Shell(), bmcsim.Command(), &cobra.Command{
+	root.AddCommand(daemon.Command(), cli.Shell(), bmcsim.Command(), bundles.Command(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
