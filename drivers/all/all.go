@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/pogolab/pogo/drivers/bmc"
 	_ "github.com/pogolab/pogo/drivers/console"
 	_ "github.com/pogolab/pogo/drivers/files"
 	_ "github.com/pogolab/pogo/drivers/http"
