@@ -141,7 +141,13 @@ func (s *Server) sweep() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, ss := range s.sessions {
-		if time.Since(ss.last) > s.cfg.IdleTimeout {
+		// A handshake a client abandoned (a wrong password ends at RAKP 2)
+		// must not hold one of the few session slots for a whole idle timeout.
+		limit := s.cfg.IdleTimeout
+		if !ss.active {
+			limit = min(limit, setupTimeout)
+		}
+		if time.Since(ss.last) > limit {
 			s.log.Info("rmcp session timed out", "session", fmt.Sprintf("%#08x", id))
 			delete(s.sessions, id)
 		}
@@ -392,3 +398,6 @@ func (s *Server) dispatch(ctx context.Context, ss *session, netFn, cmd byte, dat
 	}
 	return s.cfg.Handler(ctx, netFn, cmd, data)
 }
+
+// setupTimeout drops sessions whose handshake did not complete.
+const setupTimeout = 5 * time.Second

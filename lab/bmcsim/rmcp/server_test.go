@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 )
 
 func quietServer() *Server {
@@ -58,3 +59,25 @@ func (panicOnError) Handle(_ context.Context, r slog.Record) error {
 }
 func (p panicOnError) WithAttrs([]slog.Attr) slog.Handler { return p }
 func (p panicOnError) WithGroup(string) slog.Handler      { return p }
+
+// Abandoned handshakes (a wrong password stops at RAKP 2) must free their
+// slot long before the idle timeout, or a few bad logins lock everyone out.
+func TestSweepDropsAbandonedHandshakesFirst(t *testing.T) {
+	s := quietServer()
+	stale := time.Now().Add(-setupTimeout - time.Second)
+	s.sessions = map[uint32]*session{
+		1: {id: 1, last: stale},               // handshake abandoned
+		2: {id: 2, last: stale, active: true}, // established, merely quiet
+		3: {id: 3, last: time.Now()},          // handshake in progress
+	}
+	s.sweep()
+	if _, ok := s.sessions[1]; ok {
+		t.Error("abandoned handshake kept its slot")
+	}
+	if _, ok := s.sessions[2]; !ok {
+		t.Error("an established session was dropped before its idle timeout")
+	}
+	if _, ok := s.sessions[3]; !ok {
+		t.Error("a handshake in progress was dropped")
+	}
+}
