@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pogolab/pogo/api/errdefs"
 )
 
 // Well-known blob ids of phosphor-ipmi-flash.
@@ -187,15 +189,15 @@ type sessionTracker struct {
 func (s *sessionTracker) set(id uint16) { s.id, s.valid = id, true }
 func (s *sessionTracker) clear()        { s.valid = false }
 
-// step runs fn up to Retries times; BMC-reported action failures and
-// context cancellation end it at once.
+// step runs fn up to Retries times; BMC-reported action failures, refused
+// credentials and context cancellation end it at once.
 func (u *Updater) step(ctx context.Context, phase Phase, fn func() error) error {
 	var err error
 	for attempt := 1; attempt <= u.retries(); attempt++ {
 		if err = fn(); err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrActionFailed) || ctx.Err() != nil {
+		if errors.Is(err, ErrActionFailed) || errors.Is(err, errdefs.ErrUnauthorized) || ctx.Err() != nil {
 			break
 		}
 		u.log().Warn("update step failed", "phase", phase, "attempt", attempt, "err", err)
