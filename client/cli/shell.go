@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -33,6 +35,9 @@ func Shell() *cobra.Command {
 	var (
 		cfgPath, addr, passphrase, fingerprint, ca string
 		insecure, keep                             bool
+		selector, exporterName, leaseID, begin     string
+		duration                                   time.Duration
+		keepLease                                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "shell [-- command…]",
@@ -40,14 +45,29 @@ func Shell() *cobra.Command {
 		Long: `Open a session on an exporter and run $SHELL, or the given command, with
 JMP_HOST set so that j drives the exporter's drivers. With --exporter-config
 the exporter runs inside this process; with --exporter it is a jmp run in
-direct mode. When the command exits, the board is put into its safe state
+direct mode; with -l (or --name, --lease) it leases one from the controller
+(jmp login first), waits in the queue, and reaches it through the router,
+releasing the lease at exit unless --keep. When the command exits, the board is put into its safe state
 (power off) and the exit status is the command's.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if passphrase == "" {
 				passphrase = os.Getenv("JMP_PASSPHRASE")
 			}
+			leased := selector != "" || exporterName != "" || leaseID != ""
 			switch {
+			case leased && (cfgPath != "" || addr != ""):
+				return errors.New("give a lease (-l, --name, --lease) or an exporter (--exporter-config, --exporter), not both")
+			case leased:
+				req := lease.Request{Selector: selector, Exporter: exporterName, Duration: duration, Tags: map[string]string{"by": "jmp shell"}}
+				if begin != "" {
+					t, err := parseBegin(begin)
+					if err != nil {
+						return err
+					}
+					req.Begin = t
+				}
+				return shellLease(ctx, req, leaseID, keepLease, keep, args)
 			case cfgPath != "" && addr != "":
 				return errors.New("give either --exporter-config or --exporter, not both")
 			case cfgPath != "":
@@ -56,7 +76,7 @@ direct mode. When the command exits, the board is put into its safe state
 				opts := client.Options{Passphrase: passphrase, Fingerprint: fingerprint, CAFile: ca, Insecure: insecure}
 				return shellDirect(ctx, addr, opts, keep, args)
 			}
-			return errors.New("say which exporter: --exporter-config FILE (local) or --exporter HOST:PORT (direct)")
+			return errors.New("say which exporter: -l SELECTOR (leased from the controller), --exporter-config FILE (local) or --exporter HOST:PORT (direct)")
 		},
 	}
 	f := cmd.Flags()
@@ -67,6 +87,12 @@ direct mode. When the command exits, the board is put into its safe state
 	f.StringVar(&ca, "ca", "", "CA certificate that signed the exporter's certificate")
 	f.BoolVar(&insecure, "insecure", false, "skip TLS verification (testing only)")
 	f.BoolVar(&keep, "keep-power", false, "leave the board as it is at exit instead of powering it off")
+	f.StringVarP(&selector, "selector", "l", "", "lease an exporter matching this label selector (a=b,c!=d,e in (x,y),!f)")
+	f.StringVar(&exporterName, "name", "", "lease the exporter of this name")
+	f.StringVar(&leaseID, "lease", "", "use this existing lease (not released at exit)")
+	f.DurationVar(&duration, "duration", 30*time.Minute, "lease duration")
+	f.StringVar(&begin, "begin", "", "start the lease no earlier than this (RFC 3339 time, or a duration from now)")
+	f.BoolVar(&keepLease, "keep", false, "keep the lease at exit instead of releasing it")
 	return cmd
 }
 

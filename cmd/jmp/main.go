@@ -19,6 +19,7 @@ import (
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/daemon"
 	"github.com/pogolab/pogo/lab/bmcsim"
+	"github.com/pogolab/pogo/lab/controller"
 )
 
 var version = "dev"
@@ -40,12 +41,13 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemon.Command(), cli.Shell(), bmcsim.Command(), bundles.Command(), &cobra.Command{
+	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "jmp", version) },
 	})
+	root.AddCommand(cli.Commands()...)
 	return exit(root.ExecuteContext(ctx), "jmp")
 }
 

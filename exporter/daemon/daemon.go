@@ -23,7 +23,7 @@ import (
 // Command returns `jmp run`.
 func Command() *cobra.Command {
 	var (
-		cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir string
+		cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir, metricsListen string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -38,7 +38,7 @@ driver is put into its safe state (power off) and closed.`,
 			if passphrase == "" {
 				passphrase = os.Getenv("JMP_PASSPHRASE")
 			}
-			return run(ctx, cmd, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir)
+			return run(ctx, cmd, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir, metricsListen)
 		},
 	}
 	f := cmd.Flags()
@@ -49,14 +49,21 @@ driver is put into its safe state (power off) and closed.`,
 	f.StringVar(&keyFile, "tls-key", "", "TLS key")
 	f.StringVar(&passphrase, "passphrase", "", "passphrase clients must present (default $JMP_PASSPHRASE)")
 	f.StringVar(&stateDir, "state-dir", "", "directory for driver state")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (controller mode)")
 	return cmd
 }
 
-func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir string) error {
+func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certFile, keyFile, passphrase, stateDir, metricsListen string) error {
 	log := slog.Default()
 	f, err := config.Load(cfgPath)
 	if err != nil {
 		return err
+	}
+	if f.Endpoint != "" || f.Token != "" {
+		if listen != "" {
+			return fmt.Errorf("%s names a controller: the exporter is reached through it, not --listen", cfgPath)
+		}
+		return runLinked(ctx, cmd, f, socket, stateDir, metricsListen)
 	}
 	opts := exporter.Options{Log: log, Passphrase: passphrase, AlwaysReset: true}
 	var l net.Listener

@@ -1,0 +1,263 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/exporter/controllerlink"
+	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/lab/controller/router"
+)
+
+// Client talks to a controller as one client identity.
+type Client struct {
+	cfg    Config
+	name   string
+	conn   *grpc.ClientConn
+	leases pb.LeasesClient
+
+	mu      sync.Mutex
+	routers map[string]*grpc.ClientConn
+}
+
+// Dial connects to the controller of cfg (lazily; calls wait for it).
+func Dial(cfg Config) (*Client, error) {
+	_, name, _, err := auth.ParseToken(cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("client token: %w", err)
+	}
+	conn, err := controllerlink.Conn(cfg.Endpoint, cfg.Token, cfg.CA, cfg.Insecure, cfg.NoTLS)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn), routers: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Name is the client identity the token names.
+func (c *Client) Name() string { return c.name }
+
+// Close closes the connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.routers {
+		if r != c.conn {
+			r.Close()
+		}
+	}
+	return c.conn.Close()
+}
+
+// Request is a lease request.
+type Request struct {
+	Selector string
+	Exporter string
+	Duration time.Duration
+	Begin    time.Time
+	Tags     map[string]string
+	Priority int
+}
+
+// Create queues a lease request. An unsatisfiable request comes back as
+// an error wrapping errdefs.ErrPrecondition (and the lease, which ended).
+func (c *Client) Create(ctx context.Context, r Request) (*pb.Lease, error) {
+	req := &pb.CreateLeaseRequest{Selector: r.Selector, ExporterName: r.Exporter, Duration: durationpb.New(r.Duration), Tags: r.Tags, Priority: int32(r.Priority)}
+	if !r.Begin.IsZero() {
+		req.Begin = timestamppb.New(r.Begin)
+	}
+	l, err := c.leases.CreateLease(ctx, req, grpc.WaitForReady(true))
+	if err != nil {
+		return nil, fmt.Errorf("create lease: %w", errdefs.FromGRPC(err))
+	}
+	if l.GetState() == pb.LeaseState_LEASE_STATE_UNSATISFIABLE {
+		return l, fmt.Errorf("lease %s is unsatisfiable: %s: %w", l.GetId(), l.GetReason(), errdefs.ErrPrecondition)
+	}
+	return l, nil
+}
+
+// Get returns a lease.
+func (c *Client) Get(ctx context.Context, id string) (*pb.Lease, error) {
+	l, err := c.leases.GetLease(ctx, &pb.GetLeaseRequest{Id: id}, grpc.WaitForReady(true))
+	return l, errdefs.FromGRPC(err)
+}
+
+// List lists the client's leases (all: ended ones too).
+func (c *Client) List(ctx context.Context, all bool) ([]*pb.Lease, error) {
+	r, err := c.leases.ListLeases(ctx, &pb.ListLeasesRequest{All: all}, grpc.WaitForReady(true))
+	return r.GetLeases(), errdefs.FromGRPC(err)
+}
+
+// Extend lengthens a lease by d.
+func (c *Client) Extend(ctx context.Context, id string, d time.Duration) (*pb.Lease, error) {
+	l, err := c.leases.UpdateLease(ctx, &pb.UpdateLeaseRequest{Id: id, Extend: durationpb.New(d)}, grpc.WaitForReady(true))
+	return l, errdefs.FromGRPC(err)
+}
+
+// Release ends (or cancels) a lease.
+func (c *Client) Release(ctx context.Context, id string) (*pb.Lease, error) {
+	l, err := c.leases.DeleteLease(ctx, &pb.DeleteLeaseRequest{Id: id}, grpc.WaitForReady(true))
+	return l, errdefs.FromGRPC(err)
+}
+
+// Exporters lists the exporters the client may see.
+func (c *Client) Exporters(ctx context.Context, selector string) ([]*pb.ExporterInfo, error) {
+	r, err := c.leases.ListExporters(ctx, &pb.ListExportersRequest{Selector: selector}, grpc.WaitForReady(true))
+	return r.GetExporters(), errdefs.FromGRPC(err)
+}
+
+// Ended is the error for a lease that is over; it wraps errdefs.ErrExpired.
+func Ended(l *pb.Lease) error {
+	return fmt.Errorf("lease %s %s: %s: %w", l.GetId(), stateWord(l.GetState()), l.GetReason(), errdefs.ErrExpired)
+}
+
+func stateWord(s pb.LeaseState) string {
+	switch s {
+	case pb.LeaseState_LEASE_STATE_ENDED:
+		return "ended"
+	case pb.LeaseState_LEASE_STATE_UNSATISFIABLE:
+		return "is unsatisfiable"
+	case pb.LeaseState_LEASE_STATE_INVALID:
+		return "is invalid"
+	}
+	return "is " + s.String()
+}
+
+// Watch follows a lease, calling f with each new version, until f returns
+// false, the lease is final or ctx ends. It survives controller restarts.
+func (c *Client) Watch(ctx context.Context, id string, f func(*pb.Lease) bool) error {
+	backoff := 100 * time.Millisecond
+	for {
+		stream, err := c.leases.WatchLease(ctx, &pb.GetLeaseRequest{Id: id}, grpc.WaitForReady(true))
+		if err == nil {
+			for {
+				l, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				backoff = 100 * time.Millisecond
+				if !f(l) || final(l) {
+					return nil
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = errdefs.FromGRPC(err)
+		if !errors.Is(err, io.EOF) && !errors.Is(err, errdefs.ErrUnavailable) {
+			return fmt.Errorf("watch lease %s: %w", id, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 3*time.Second)
+	}
+}
+
+func final(l *pb.Lease) bool {
+	switch l.GetState() {
+	case pb.LeaseState_LEASE_STATE_ENDED, pb.LeaseState_LEASE_STATE_UNSATISFIABLE, pb.LeaseState_LEASE_STATE_INVALID:
+		return true
+	}
+	return false
+}
+
+// Wait waits until the lease is Ready, calling progress with each update
+// while it waits (queue position). A lease that ends first is an error.
+func (c *Client) Wait(ctx context.Context, id string, progress func(*pb.Lease)) (*pb.Lease, error) {
+	var got *pb.Lease
+	err := c.Watch(ctx, id, func(l *pb.Lease) bool {
+		got = l
+		if l.GetState() == pb.LeaseState_LEASE_STATE_READY {
+			return false
+		}
+		if progress != nil && !final(l) {
+			progress(l)
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if got == nil || got.GetState() != pb.LeaseState_LEASE_STATE_READY {
+		return got, Ended(got)
+	}
+	return got, nil
+}
+
+// Tunnel opens one byte stream to the exporter of a Ready lease.
+func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
+	d, err := c.leases.Dial(ctx, &pb.DialLeaseRequest{LeaseId: id}, grpc.WaitForReady(true))
+	if err != nil {
+		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
+	}
+	rc, err := c.router(d.GetRouter())
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sctx = metadata.AppendToOutgoingContext(sctx, auth.StreamTokenKey, d.GetStreamToken())
+	stream, err := pb.NewRouterClient(rc).Stream(sctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("router %s: %w", d.GetRouter(), errdefs.FromGRPC(err))
+	}
+	// The router sends headers once the exporter end is there; an error
+	// instead says why it will not be (offline, timed out).
+	if md, err := stream.Header(); err != nil || md == nil {
+		if err == nil {
+			_, err = stream.Recv()
+		}
+		cancel()
+		return nil, fmt.Errorf("tunnel to lease %s: %w", id, errdefs.FromGRPC(err))
+	}
+	return router.NewConn(stream, cancel, "client", "lease "+id), nil
+}
+
+// router returns a connection to the replica at addr (the one the
+// exporter is connected to), reusing it.
+func (c *Client) router(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rc, ok := c.routers[addr]; ok {
+		return rc, nil
+	}
+	if addr == c.cfg.Endpoint {
+		c.routers[addr] = c.conn
+		return c.conn, nil
+	}
+	rc, err := controllerlink.Conn(addr, c.cfg.Token, c.cfg.CA, c.cfg.Insecure, c.cfg.NoTLS)
+	if err != nil {
+		return nil, err
+	}
+	c.routers[addr] = rc
+	return rc, nil
+}
+
+// Exporter connects a client to the exporter of a Ready lease; each
+// connection gRPC makes (and remakes, after a drop) is a new tunnel.
+func (c *Client) Exporter(ctx context.Context, id string, opts client.Options) (*client.Client, error) {
+	if opts.Name == "" {
+		opts.Name = c.name
+	}
+	opts.Dialer = func(ctx context.Context, _ string) (net.Conn, error) { return c.Tunnel(ctx, id) }
+	return client.Dial(ctx, "unix:///pogo-lease/"+id, opts)
+}

@@ -1,0 +1,82 @@
+package controller
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// DefaultDataDir is where `jmp controller` keeps its state by default.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "pogo", "controller")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "pogo-controller")
+	}
+	return filepath.Join(home, ".local", "state", "pogo", "controller")
+}
+
+// Command returns `jmp controller`.
+func Command() *cobra.Command {
+	var (
+		o         Options
+		endpoints string
+	)
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the lab controller: exporter registry, lease queue and router",
+		Long: `Run a lab controller replica. By default it starts an embedded etcd in
+--data-dir; with --etcd-endpoints several replicas share an external etcd
+cluster. TLS is on: a CA is made on first start (jmp admin ca prints it)
+and every replica issues its own server certificate from it. Create
+identities with jmp admin create client|exporter NAME.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if endpoints != "" {
+				o.EtcdEndpoints = strings.Split(endpoints, ",")
+			}
+			o.Log = slog.Default()
+			c, err := New(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "controller serving %s (data dir %s)\n", c.Addr(), o.DataDir)
+			if a := c.MetricsAddr(); a != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "metrics on http://%s/metrics\n", a)
+			}
+			return c.Serve(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", DefaultDataDir(), "state directory (embedded etcd, CA, admin.sock)")
+	f.StringVar(&o.Listen, "listen", ":8082", "gRPC address for clients, exporters and the router")
+	f.StringVar(&o.Advertise, "advertise", "", "address clients and exporters reach this replica at (default: the listen address)")
+	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd cluster, comma-separated (default: embedded etcd)")
+	f.StringSliceVar(&o.TLSHosts, "tls-san", nil, "extra names or IPs for the server certificate")
+	f.BoolVar(&o.NoTLS, "insecure-no-tls", false, "serve without TLS (testing only)")
+	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
+	return cmd
+}
+
+// DialAdmin connects to the Admin service of the controller whose data
+// dir is dir.
+func DialAdmin(dir string) (*grpc.ClientConn, error) {
+	sock := AdminSocket(dir)
+	if _, err := os.Stat(sock); err != nil {
+		return nil, fmt.Errorf("no controller admin socket at %s (is jmp controller running with --data-dir %s?): %w", sock, dir, err)
+	}
+	return grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}

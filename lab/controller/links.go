@@ -1,0 +1,225 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/lab/controller/store"
+)
+
+// link is an exporter's open Listen stream on this replica.
+type link struct {
+	name      string
+	send      chan *pb.ControllerMessage
+	cancel    context.CancelFunc
+	onlineRev int64
+}
+
+type linkService struct {
+	pb.UnimplementedExporterLinkServer
+	c *Controller
+}
+
+func (s *linkService) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	id, _ := callerOf(ctx)
+	report, err := proto.Marshal(req.GetReport())
+	if err != nil {
+		return nil, errdefs.ToGRPC(errdefs.Invalidf("report: %v", err))
+	}
+	err = s.c.updateExporter(ctx, id.Name, func(e *store.Exporter) error {
+		e.Labels = req.GetLabels()
+		e.Report = report
+		e.Registered = time.Now()
+		return nil
+	})
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	s.c.log.Info("exporter registered", "exporter", id.Name, "labels", req.GetLabels())
+	return &pb.RegisterResponse{Name: id.Name}, nil
+}
+
+// updateExporter rewrites an exporter record with f, retrying when
+// another writer got there first.
+func (c *Controller) updateExporter(ctx context.Context, name string, f func(*store.Exporter) error) error {
+	key := store.ExportersPrefix + name
+	for {
+		r, err := c.st.Client.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("read exporter %s: %w", name, err)
+		}
+		if len(r.Kvs) == 0 {
+			return fmt.Errorf("exporter %q: %w", name, errdefs.ErrNotFound)
+		}
+		var e store.Exporter
+		if err := jsonUnmarshal(r.Kvs[0].Value, &e); err != nil {
+			return fmt.Errorf("exporter %s record: %w", name, err)
+		}
+		if err := f(&e); err != nil {
+			return err
+		}
+		tr, err := c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)).
+			Then(clientv3.OpPut(key, jsonString(&e))).Commit()
+		if err != nil {
+			return fmt.Errorf("write exporter %s: %w", name, err)
+		}
+		if tr.Succeeded {
+			return c.cache.WaitRev(ctx, tr.Header.Revision)
+		}
+	}
+}
+
+func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
+	c := s.c
+	id, _ := callerOf(stream.Context())
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	l := &link{name: id.Name, send: make(chan *pb.ControllerMessage, 16), cancel: cancel}
+	c.lmu.Lock()
+	if old := c.links[id.Name]; old != nil {
+		// A reconnect before the old stream was noticed dead: newest wins.
+		old.cancel()
+	}
+	c.links[id.Name] = l
+	c.lmu.Unlock()
+	defer func() {
+		c.lmu.Lock()
+		if c.links[id.Name] == l {
+			delete(c.links, id.Name)
+		}
+		c.lmu.Unlock()
+		c.dropOnline(l)
+		c.m.exporterLinks.Dec()
+		c.log.Info("exporter offline", "exporter", id.Name)
+	}()
+	c.m.exporterLinks.Inc()
+	if err := c.putOnline(ctx, l); err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	c.log.Info("exporter online", "exporter", id.Name)
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if e := m.GetEndLease(); e != nil {
+				reason := "ended by exporter " + id.Name
+				if e.GetReason() != "" {
+					reason += ": " + e.GetReason()
+				}
+				if err := c.endLease(ctx, e.GetLeaseId(), id.Name, reason); err != nil {
+					c.log.Warn("exporter asked to end a lease", "exporter", id.Name, "lease", e.GetLeaseId(), "err", err)
+				}
+			}
+		}
+	}()
+	var last *pb.LeaseAssignment
+	beat := time.NewTicker(10 * time.Second)
+	defer beat.Stop()
+	for {
+		// Wake on this exporter's assignment and its lease only: a lab of
+		// a thousand exporters must not wake them all on every change.
+		cur := c.assignment(id.Name)
+		changed, stop := c.cache.ChangedKeys(store.AssignPrefix+id.Name, store.LeasesPrefix+cur.GetLeaseId())
+		if cur2 := c.assignment(id.Name); !proto.Equal(cur, cur2) {
+			stop()
+			continue
+		}
+		if last == nil || !proto.Equal(cur, last) {
+			if err := stream.Send(&pb.ControllerMessage{Kind: &pb.ControllerMessage_Lease{Lease: cur}}); err != nil {
+				stop()
+				return err
+			}
+			last = cur
+		}
+		err := func() error {
+			defer stop()
+			select {
+			case <-changed:
+			case m := <-l.send:
+				return stream.Send(m)
+			case <-beat.C:
+				return stream.Send(&pb.ControllerMessage{Kind: &pb.ControllerMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
+			case <-recvErr:
+				return errStop
+			case <-ctx.Done():
+				return errStop
+			}
+			return nil
+		}()
+		if err == errStop {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// assignment is what the exporter should enforce now.
+func (c *Controller) assignment(name string) *pb.LeaseAssignment {
+	a := &pb.LeaseAssignment{}
+	c.cache.Read(func(v *store.View) {
+		l := v.Leases[v.Assign[name]]
+		if l != nil && l.State == store.Ready && l.Exporter == name {
+			a.LeaseId, a.Client, a.End = l.ID, l.Client, timestamppb.New(l.End)
+		}
+	})
+	return a
+}
+
+func (c *Controller) putOnline(ctx context.Context, l *link) error {
+	c.smu.Lock()
+	sess := c.session
+	c.smu.Unlock()
+	rec := &store.Online{Replica: c.replica, Router: c.router, Since: time.Now()}
+	r, err := c.st.Client.Put(ctx, store.OnlinePrefix+l.name, jsonString(rec), clientv3.WithLease(sess))
+	if err != nil {
+		return fmt.Errorf("mark exporter %s online: %w", l.name, err)
+	}
+	c.lmu.Lock()
+	l.onlineRev = r.Header.Revision
+	c.lmu.Unlock()
+	return nil
+}
+
+// dropOnline deletes the online key unless a newer link rewrote it.
+func (c *Controller) dropOnline(l *link) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c.lmu.Lock()
+	rev := l.onlineRev
+	c.lmu.Unlock()
+	key := store.OnlinePrefix + l.name
+	_, _ = c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
+}
+
+// notifyDial asks a locally connected exporter to open its tunnel end.
+func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) error {
+	c.lmu.Lock()
+	l := c.links[exporter]
+	c.lmu.Unlock()
+	if l == nil {
+		return fmt.Errorf("exporter %s is not connected to controller %s (offline, or reconnecting): %w", exporter, c.router, errdefs.ErrUnavailable)
+	}
+	select {
+	case l.send <- &pb.ControllerMessage{Kind: &pb.ControllerMessage_Dial{Dial: dr}}:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("exporter %s does not take dial requests: %w", exporter, errdefs.ErrUnavailable)
+	}
+}
+
+var errStop = errors.New("stop")

@@ -1,0 +1,100 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Meta is where a record stands in etcd; writes compare Mod.
+type Meta struct {
+	// Create is the key's create revision: for leases, the queue order.
+	Create int64 `json:"-"`
+	Mod    int64 `json:"-"`
+}
+
+// Identity is a client or exporter credential; only the token's hash is
+// kept.
+type Identity struct {
+	Meta
+	Name      string    `json:"name"`
+	TokenHash string    `json:"tokenHash"`
+	Created   time.Time `json:"created"`
+}
+
+// Exporter is an exporter's identity plus what it last registered.
+type Exporter struct {
+	Meta
+	Name      string `json:"name"`
+	TokenHash string `json:"tokenHash"`
+	// Disabled exporters are never granted.
+	Disabled   bool              `json:"disabled,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Report     []byte            `json:"report,omitempty"`
+	Created    time.Time         `json:"created"`
+	Registered time.Time         `json:"registered,omitzero"`
+}
+
+// Online says an exporter's Listen stream is open on a replica. The key
+// is bound to that replica's etcd lease, so it vanishes with the replica.
+type Online struct {
+	Meta
+	Replica string    `json:"replica"`
+	Router  string    `json:"router"`
+	Since   time.Time `json:"since"`
+}
+
+// Policy is what a client may do.
+type Policy struct {
+	Meta
+	Client   string `json:"client"`
+	Priority int    `json:"priority"`
+	Selector string `json:"selector,omitempty"`
+}
+
+// Lease states as stored.
+const (
+	Pending       = "pending"
+	Ready         = "ready"
+	Ended         = "ended"
+	Unsatisfiable = "unsatisfiable"
+	Invalid       = "invalid"
+)
+
+// Lease is a lease request and, once granted, the grant.
+type Lease struct {
+	Meta
+	ID           string            `json:"id"`
+	Client       string            `json:"client"`
+	Selector     string            `json:"selector,omitempty"`
+	ExporterName string            `json:"exporterName,omitempty"`
+	Duration     time.Duration     `json:"duration"`
+	Begin        time.Time         `json:"begin,omitzero"`
+	Tags         map[string]string `json:"tags,omitempty"`
+	Priority     int               `json:"priority"`
+	State        string            `json:"state"`
+	Exporter     string            `json:"exporter,omitempty"`
+	Created      time.Time         `json:"created"`
+	Granted      time.Time         `json:"granted,omitzero"`
+	End          time.Time         `json:"end,omitzero"`
+	Reason       string            `json:"reason,omitempty"`
+}
+
+// Final reports whether the lease can no longer change.
+func (l *Lease) Final() bool {
+	return l.State == Ended || l.State == Unsatisfiable || l.State == Invalid
+}
+
+// Clone returns a copy safe to modify.
+func (l *Lease) Clone() *Lease {
+	c := *l
+	return &c
+}
+
+func encode(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: encode %T: %v", v, err))
+	}
+	return string(b)
+}
