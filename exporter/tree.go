@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter/config"
@@ -16,8 +17,12 @@ type Tree struct {
 	file    *config.File
 	entries map[string]*entry
 	order   []*entry // every node in file order
-	built   []drivers.Driver
 	host    *drivers.Host
+
+	// mu keeps Close from closing drivers under a Reset in progress (a
+	// lease ending as the exporter stops).
+	mu    sync.RWMutex
+	built []drivers.Driver
 }
 
 type entry struct {
@@ -150,6 +155,8 @@ func (t *Tree) Paths() []string {
 // Reset puts every driver into its safe state, parents first (a flasher
 // before the power it uses), and returns every failure.
 func (t *Tree) Reset(ctx context.Context) error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	var errs []error
 	for i := len(t.built) - 1; i >= 0; i-- {
 		if r, ok := t.built[i].(drivers.Resetter); ok {
@@ -163,6 +170,8 @@ func (t *Tree) Reset(ctx context.Context) error {
 
 // each calls f for every distinct driver.
 func (t *Tree) each(f func(drivers.Driver)) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	for _, d := range t.built {
 		f(d)
 	}
@@ -171,6 +180,8 @@ func (t *Tree) each(f func(drivers.Driver)) {
 // Close closes every driver, parents first, then the host's shared
 // servers.
 func (t *Tree) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var errs []error
 	for i := len(t.built) - 1; i >= 0; i-- {
 		errs = append(errs, t.built[i].Close())
