@@ -7,6 +7,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync/atomic"
 )
 
 // Options shape a Stream.
@@ -125,7 +126,7 @@ func (s *Stream) progress(done bool) Progress {
 	if total <= 0 {
 		total = -1
 	}
-	return Progress{Source: s.src.n, SourceTotal: total, Image: s.n, Done: done}
+	return Progress{Source: s.src.n.Load(), SourceTotal: total, Image: s.n, Done: done}
 }
 
 // Sum is the hex sha256 of the image bytes read so far.
@@ -137,13 +138,15 @@ func (s *Stream) Size() int64 { return s.n }
 // Close releases the decoder.
 func (s *Stream) Close() error { return s.dec.Close() }
 
+// countReader counts what the decoder took from the source. Decoders may
+// read ahead on a goroutine of their own (zstd does), hence the atomic.
 type countReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
