@@ -2,15 +2,14 @@ package lease
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -28,9 +27,6 @@ type Client struct {
 	name   string
 	conn   *grpc.ClientConn
 	leases pb.LeasesClient
-
-	mu      sync.Mutex
-	routers map[string]*grpc.ClientConn
 }
 
 // Dial connects to the controller of cfg (lazily; calls wait for it).
@@ -43,23 +39,14 @@ func Dial(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn), routers: map[string]*grpc.ClientConn{}}, nil
+	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn)}, nil
 }
 
 // Name is the client identity the token names.
 func (c *Client) Name() string { return c.name }
 
 // Close closes the connections.
-func (c *Client) Close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range c.routers {
-		if r != c.conn {
-			r.Close()
-		}
-	}
-	return c.conn.Close()
-}
+func (c *Client) Close() error { return c.conn.Close() }
 
 // Request is a lease request.
 type Request struct {
@@ -209,47 +196,17 @@ func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
 	}
-	rc, err := c.router(d.GetRouter())
-	if err != nil {
-		return nil, err
-	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	sctx = metadata.AppendToOutgoingContext(sctx, auth.StreamTokenKey, d.GetStreamToken())
-	stream, err := pb.NewRouterClient(rc).Stream(sctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("router %s: %w", d.GetRouter(), errdefs.FromGRPC(err))
-	}
-	// The router sends headers once the exporter end is there; an error
-	// instead says why it will not be (offline, timed out).
-	if md, err := stream.Header(); err != nil || md == nil {
-		if err == nil {
-			_, err = stream.Recv()
+	var tc *tls.Config
+	if !c.cfg.NoTLS {
+		if tc, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
+			return nil, err
 		}
-		cancel()
-		return nil, fmt.Errorf("tunnel to lease %s: %w", id, errdefs.FromGRPC(err))
 	}
-	return router.NewConn(stream, cancel, "client", "lease "+id), nil
-}
-
-// router returns a connection to the replica at addr (the one the
-// exporter is connected to), reusing it.
-func (c *Client) router(addr string) (*grpc.ClientConn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if rc, ok := c.routers[addr]; ok {
-		return rc, nil
-	}
-	if addr == c.cfg.Endpoint {
-		c.routers[addr] = c.conn
-		return c.conn, nil
-	}
-	rc, err := controllerlink.Conn(addr, c.cfg.Token, c.cfg.CA, c.cfg.Insecure, c.cfg.NoTLS)
+	conn, err := router.Dial(ctx, d.GetRouter(), tc, router.Hello{Bearer: c.cfg.Token, StreamToken: d.GetStreamToken()})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tunnel to lease %s: %w", id, err)
 	}
-	c.routers[addr] = rc
-	return rc, nil
+	return conn, nil
 }
 
 // Exporter connects a client to the exporter of a Ready lease; each

@@ -2,6 +2,7 @@ package controllerlink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
@@ -49,6 +49,8 @@ type Link struct {
 	o    Options
 	conn *grpc.ClientConn
 	log  *slog.Logger
+	// tls trusts the controller for tunnel ends; nil without TLS.
+	tls *tls.Config
 
 	accept chan net.Conn
 	closed chan struct{}
@@ -58,7 +60,7 @@ type Link struct {
 	cur     Assignment // what the controller said last
 	ready   string     // lease whose OnLease has run
 	hook    string     // holder name while a hook runs
-	tunnels map[*router.Conn]string
+	tunnels map[*tunnel]string
 	sendEnd chan *pb.EndLeaseRequest
 
 	updates chan Assignment
@@ -77,10 +79,15 @@ func New(o Options) (*Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tc *tls.Config
+	if !o.NoTLS {
+		// Conn accepted the same CA a moment ago.
+		tc, _ = auth.ClientTLS(o.CA, o.Insecure)
+	}
 	return &Link{
-		o: o, conn: conn, log: o.Log.With("controller", o.Endpoint),
+		o: o, conn: conn, tls: tc, log: o.Log.With("controller", o.Endpoint),
 		accept: make(chan net.Conn), closed: make(chan struct{}),
-		tunnels: map[*router.Conn]string{}, sendEnd: make(chan *pb.EndLeaseRequest, 4),
+		tunnels: map[*tunnel]string{}, sendEnd: make(chan *pb.EndLeaseRequest, 4),
 		updates: make(chan Assignment, 64), online: make(chan bool, 1),
 	}, nil
 }
@@ -261,23 +268,26 @@ func (l *Link) dial(ctx context.Context, dr *pb.DialRequest) {
 		}
 		sleep(ctx, 5*time.Millisecond)
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	sctx = metadata.AppendToOutgoingContext(sctx, auth.StreamTokenKey, dr.GetStreamToken())
-	stream, err := pb.NewRouterClient(l.conn).Stream(sctx)
+	addr := dr.GetRouter()
+	if addr == "" {
+		addr = l.o.Endpoint
+	}
+	tctx, cancel := context.WithTimeout(ctx, router.PairTimeout+router.HelloTimeout)
+	raw, err := router.Dial(tctx, addr, l.tls, router.Hello{Bearer: l.o.Token, StreamToken: dr.GetStreamToken()})
+	cancel()
 	if err != nil {
-		cancel()
-		l.log.Warn("open router stream", "err", err)
+		l.log.Warn("open tunnel end", "lease", dr.GetLeaseId(), "router", addr, "err", err)
 		return
 	}
-	c := router.NewConn(stream, cancel, "exporter", "client "+dr.GetClient())
-	l.mu.Lock()
-	l.tunnels[c] = dr.GetLeaseId()
-	l.mu.Unlock()
-	c.OnClose = func() {
+	c := &tunnel{Conn: raw, remote: tunnelAddr("client " + dr.GetClient())}
+	c.onClose = func() {
 		l.mu.Lock()
 		delete(l.tunnels, c)
 		l.mu.Unlock()
 	}
+	l.mu.Lock()
+	l.tunnels[c] = dr.GetLeaseId()
+	l.mu.Unlock()
 	var nc net.Conn = c
 	if l.CountBytes != nil {
 		nc = countConn{Conn: c, count: l.CountBytes}
@@ -294,7 +304,7 @@ func (l *Link) closeTunnels(lease string) {
 		return
 	}
 	l.mu.Lock()
-	var cs []*router.Conn
+	var cs []*tunnel
 	for c, id := range l.tunnels {
 		if id == lease {
 			cs = append(cs, c)
@@ -325,7 +335,7 @@ func (ln *listener) Close() error {
 	return nil
 }
 
-func (ln *listener) Addr() net.Addr { return router.Addr("controller " + ln.o.Endpoint) }
+func (ln *listener) Addr() net.Addr { return tunnelAddr("controller " + ln.o.Endpoint) }
 
 // Close closes the connection to the controller.
 func (l *Link) Close() error {
@@ -358,3 +368,28 @@ func (c countConn) Write(p []byte) (int, error) {
 	c.count(0, n)
 	return n, err
 }
+
+// tunnel is an open tunnel end, tracked so a lease's end closes it.
+type tunnel struct {
+	net.Conn
+	remote  net.Addr
+	once    sync.Once
+	onClose func()
+}
+
+func (t *tunnel) Close() error {
+	err := t.Conn.Close()
+	t.once.Do(func() {
+		if t.onClose != nil {
+			t.onClose()
+		}
+	})
+	return err
+}
+
+func (t *tunnel) RemoteAddr() net.Addr { return t.remote }
+
+type tunnelAddr string
+
+func (a tunnelAddr) Network() string { return "pogo-tunnel" }
+func (a tunnelAddr) String() string  { return string(a) }

@@ -38,12 +38,28 @@ func (c *Controller) authenticate(ctx context.Context, method string) (context.C
 	if v := md.Get(auth.MetadataKey); len(v) > 0 {
 		tok = strings.TrimPrefix(v[0], "Bearer ")
 	}
+	id, err := c.checkToken(tok)
+	if err != nil {
+		return nil, err
+	}
+	want := auth.Client
+	if strings.HasPrefix(method, "/pogo.v1.ExporterLink/") {
+		want = auth.Exporter
+	}
+	if id.Kind != want {
+		return nil, fmt.Errorf("%s %q may not call %s: %w", id.Kind, id.Name, method, errdefs.ErrNotHeld)
+	}
+	return context.WithValue(ctx, callerKey{}, id), nil
+}
+
+// checkToken returns who a bearer token names, if its secret matches.
+func (c *Controller) checkToken(tok string) (identity, error) {
 	if tok == "" {
-		return nil, fmt.Errorf("no token: log in first (jmp login --endpoint … --token …): %w", errdefs.ErrUnauthorized)
+		return identity{}, fmt.Errorf("no token: log in first (jmp login --endpoint … --token …): %w", errdefs.ErrUnauthorized)
 	}
 	kind, name, secret, err := auth.ParseToken(tok)
 	if err != nil {
-		return nil, fmt.Errorf("token: %v: %w", err, errdefs.ErrUnauthorized)
+		return identity{}, fmt.Errorf("token: %v: %w", err, errdefs.ErrUnauthorized)
 	}
 	var hash string
 	c.cache.Read(func(v *store.View) {
@@ -56,19 +72,9 @@ func (c *Controller) authenticate(ctx context.Context, method string) (context.C
 		}
 	})
 	if hash == "" || !auth.Check(hash, secret) {
-		return nil, fmt.Errorf("%s %q: unknown or revoked token: %w", kind, name, errdefs.ErrUnauthorized)
+		return identity{}, fmt.Errorf("%s %q: unknown or revoked token: %w", kind, name, errdefs.ErrUnauthorized)
 	}
-	want := auth.Client
-	switch {
-	case strings.HasPrefix(method, "/pogo.v1.ExporterLink/"):
-		want = auth.Exporter
-	case strings.HasPrefix(method, "/pogo.v1.Router/"):
-		want = kind
-	}
-	if kind != want {
-		return nil, fmt.Errorf("%s %q may not call %s: %w", kind, name, method, errdefs.ErrNotHeld)
-	}
-	return context.WithValue(ctx, callerKey{}, identity{Kind: kind, Name: name}), nil
+	return identity{Kind: kind, Name: name}, nil
 }
 
 func (c *Controller) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

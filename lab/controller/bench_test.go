@@ -190,19 +190,32 @@ func pump(b *testing.B, w io.Writer, done <-chan int64) float64 {
 	return float64(streamBytes) / 1e6 / time.Since(start).Seconds()
 }
 
+// discard reads want bytes in 256 KiB reads (the same for every variant)
+// and sends how many arrived.
 func discard(c net.Conn, done chan<- int64, want int64) {
-	n, _ := io.CopyN(io.Discard, c, want)
+	buf := make([]byte, 256<<10)
+	var n int64
+	for n < want {
+		k, err := c.Read(buf)
+		n += int64(k)
+		if err != nil {
+			break
+		}
+	}
 	done <- n
 }
 
-// BenchmarkStream compares a byte stream routed through the controller
-// (client → router → exporter link), direct to an exporter (TLS over TCP,
-// as jmp run --listen serves) and raw loopback TCP, in the same run.
-func BenchmarkStream(b *testing.B) {
-	lab := controllertest.Start(b)
-	// The exporter end: a link whose tunnels are read directly.
+// sink is a lease on an exporter link whose tunnels the benchmark reads
+// directly.
+type sink struct {
+	ln    net.Listener
+	alice *lease.Client
+	id    string
+}
+
+func newSink(b *testing.B, lab *controllertest.Lab) sink {
 	tok := lab.Token("exporter", "sink")
-	link, err := controllerlink.New(controllerlink.Options{Endpoint: lab.C.Addr(), Token: tok, CA: lab.CA(), Labels: map[string]string{"sink": "yes"}, Log: controllertest.Logger(b)})
+	link, err := controllerlink.New(controllerlink.Options{Endpoint: lab.C.Addr(), Token: tok, CA: lab.CA(), NoTLS: lab.NoTLS, Labels: map[string]string{"sink": "yes"}, Log: controllertest.Logger(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -218,7 +231,36 @@ func BenchmarkStream(b *testing.B) {
 	if _, err := alice.Wait(ctx, l.GetId(), nil); err != nil {
 		b.Fatal(err)
 	}
-	ln := link.Listener()
+	return sink{ln: link.Listener(), alice: alice, id: l.GetId()}
+}
+
+// routed pumps through a tunnel of s and returns MB/s.
+func (s sink) routed(b *testing.B) float64 {
+	done := make(chan int64, 1)
+	go func() {
+		c, err := s.ln.Accept()
+		if err != nil {
+			done <- 0
+			return
+		}
+		defer c.Close()
+		discard(c, done, streamBytes)
+	}()
+	tc, err := s.alice.Tunnel(context.Background(), s.id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tc.Close()
+	return pump(b, tc, done)
+}
+
+// BenchmarkStream compares a byte stream routed through the controller
+// (client → router → exporter link; TLS legs, and plaintext legs as with
+// --insecure-no-tls), direct to an exporter (TLS over TCP, as jmp run
+// --listen serves) and raw loopback TCP, in the same run.
+func BenchmarkStream(b *testing.B) {
+	tlsSink := newSink(b, controllertest.Start(b))
+	plainSink := newSink(b, controllertest.StartNoTLS(b))
 
 	// Direct: TLS over loopback TCP.
 	tc, _, err := exporter.TLSConfig("", "")
@@ -236,28 +278,14 @@ func BenchmarkStream(b *testing.B) {
 	}
 	defer rl.Close()
 
-	var routed, direct, raw float64
-	b.SetBytes(3 * streamBytes)
+	var routed, plain, direct, raw float64
+	b.SetBytes(4 * streamBytes)
 	for range b.N {
-		// Routed.
-		done := make(chan int64, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				done <- 0
-				return
-			}
-			defer c.Close()
-			discard(c, done, streamBytes)
-		}()
-		tc, err := alice.Tunnel(ctx, l.GetId())
-		if err != nil {
-			b.Fatal(err)
-		}
-		routed += pump(b, tc, done)
-		tc.Close()
+		routed += tlsSink.routed(b)
+		plain += plainSink.routed(b)
 
 		// Direct.
+		done := make(chan int64, 1)
 		go func() {
 			c, err := tl.Accept()
 			if err != nil {
@@ -293,8 +321,10 @@ func BenchmarkStream(b *testing.B) {
 	}
 	n := float64(b.N)
 	b.ReportMetric(routed/n, "routed-MB/s")
+	b.ReportMetric(plain/n, "routed-plain-MB/s")
 	b.ReportMetric(direct/n, "direct-MB/s")
 	b.ReportMetric(raw/n, "raw-MB/s")
 	b.ReportMetric(routed/raw, "routed/raw")
+	b.ReportMetric(plain/raw, "routed-plain/raw")
 	b.ReportMetric(routed/direct, "routed/direct")
 }

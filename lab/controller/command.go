@@ -68,6 +68,7 @@ identities with jmp admin create client|exporter NAME.`,
 	f.StringSliceVar(&o.TLSHosts, "tls-san", nil, "extra names or IPs for the server certificate")
 	f.BoolVar(&o.NoTLS, "insecure-no-tls", false, "serve without TLS (testing only)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
+	f.DurationVar(&o.Retention, "lease-retention", DefaultRetention, "delete ended leases from etcd this long after they end")
 	return cmd
 }
 

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
@@ -50,7 +49,10 @@ type Options struct {
 	TLSHosts []string
 	// MetricsListen serves /metrics over HTTP when set.
 	MetricsListen string
-	Log           *slog.Logger
+	// Retention is how long ended leases stay in etcd (and in jmp get
+	// leases --all); zero means DefaultRetention.
+	Retention time.Duration
+	Log       *slog.Logger
 }
 
 // Controller is one running replica.
@@ -88,7 +90,14 @@ type Controller struct {
 	posRev    int64
 	posAt     time.Time
 	positions map[string]int
+
+	// creates queues new leases for commitCreates.
+	creates chan *createReq
 }
+
+// DefaultRetention is how long ended leases are kept: long enough to look
+// back at a day of CI, short enough that etcd does not grow forever.
+const DefaultRetention = 24 * time.Hour
 
 // OnlineTTL is how long an exporter stays online after its replica
 // vanishes without a word.
@@ -109,7 +118,10 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if o.Listen == "" {
 		o.Listen = ":8082"
 	}
-	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, creates: make(chan *createReq, 256)}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
 	defer func() {
@@ -147,25 +159,29 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.MaxRecvMsgSize(16 << 20),
 	}
+	hub := &router.Hub{
+		Signer: c.signer,
+		Notify: c.notifyDial,
+		Authenticate: func(bearer string) (router.Caller, error) {
+			id, err := c.checkToken(bearer)
+			return router.Caller{Kind: id.Kind, Name: id.Name}, err
+		},
+		Bytes: func(dir string, n int) { c.m.streamBytes.WithLabelValues(dir).Add(float64(n)) },
+		Log:   c.log,
+	}
+	var tc *tls.Config
 	if !o.NoTLS {
 		cert, err := c.serverCert()
 		if err != nil {
 			return nil, err
 		}
-		sopts = append(sopts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	// Tunnel ends share the gRPC port; the credentials hand them to the hub.
+	sopts = append(sopts, grpc.Creds(router.ServerCreds(tc, hub)))
 	c.grpc = grpc.NewServer(sopts...)
 	pb.RegisterExporterLinkServer(c.grpc, &linkService{c: c})
 	pb.RegisterLeasesServer(c.grpc, &leaseService{c: c})
-	pb.RegisterRouterServer(c.grpc, &router.Hub{
-		Signer: c.signer,
-		Notify: c.notifyDial,
-		Caller: func(ctx context.Context) (router.Caller, bool) {
-			id, ok := callerOf(ctx)
-			return router.Caller{Kind: id.Kind, Name: id.Name}, ok
-		},
-		Bytes: func(dir string, n int) { c.m.streamBytes.WithLabelValues(dir).Add(float64(n)) },
-	})
 
 	c.admin = grpc.NewServer()
 	pb.RegisterAdminServer(c.admin, &adminService{c: c})
@@ -219,8 +235,9 @@ func (c *Controller) Registry() *prometheus.Registry { return c.reg }
 
 // Serve serves until Close or ctx ends.
 func (c *Controller) Serve(ctx context.Context) error {
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go func() { defer c.wg.Done(); c.schedule() }()
+	go func() { defer c.wg.Done(); c.commitCreates() }()
 	go func() { defer c.wg.Done(); c.keepSession() }()
 	go c.admin.Serve(c.adminL)
 	if c.metrics != nil {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -96,6 +95,8 @@ func (c *Controller) createLease(ctx context.Context, who string, req *pb.Create
 			// registered; a selector needs labels to match against.
 			if (r.Name != "" || !e.Registered.IsZero()) && r.Matches(&le) {
 				satisfiable = true
+				// known only explains an unsatisfiable request.
+				break
 			}
 		}
 		if !satisfiable {
@@ -115,15 +116,11 @@ func (c *Controller) createLease(ctx context.Context, who string, req *pb.Create
 	if err != nil {
 		return nil, err
 	}
-	key := store.LeasesPrefix + l.ID
-	tr, err := c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, jsonString(l))).Commit()
+	rev, err := c.storeLease(ctx, l)
 	if err != nil {
-		return nil, fmt.Errorf("store lease: %w", err)
+		return nil, err
 	}
-	if !tr.Succeeded {
-		return nil, fmt.Errorf("lease id %s collided; try again: %w", l.ID, errdefs.ErrExists)
-	}
-	if err := c.cache.WaitRev(ctx, tr.Header.Revision); err != nil {
+	if err := c.cache.WaitRev(ctx, rev); err != nil {
 		return nil, err
 	}
 	c.log.Info("lease requested", "lease", l.ID, "client", who, "selector", l.Selector, "exporter", l.ExporterName, "duration", d, "state", l.State)

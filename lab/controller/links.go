@@ -208,6 +208,8 @@ func (c *Controller) dropOnline(l *link) {
 
 // notifyDial asks a locally connected exporter to open its tunnel end.
 func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) error {
+	// The exporter opens its end here, where the client waits.
+	dr.Router = c.router
 	c.lmu.Lock()
 	l := c.links[exporter]
 	c.lmu.Unlock()

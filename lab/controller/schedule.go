@@ -13,8 +13,10 @@ import (
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
-// maxBatch bounds the grants committed in one etcd transaction.
-const maxBatch = 128
+// maxBatch bounds the grants committed in one etcd transaction: each
+// grant is 4 compares, and etcd refuses a transaction with more than
+// --max-txn-ops (default 128) compares or operations.
+const maxBatch = 32
 
 // schedule runs on every replica: whenever the state changes (a lease is
 // requested or ends, an exporter comes online, is enabled) or a begin or
@@ -75,13 +77,25 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		byID    = map[string]*store.Lease{}
 		expByN  = map[string]*store.Exporter{}
 		expired []*store.Lease
+		stale   []string
 		invalid []*store.Lease
 		rev     int64
 	)
 	c.cache.Read(func(v *store.View) {
 		rev = v.Rev
+		keep := now.Add(-c.opts.Retention)
 		for _, l := range v.Leases {
 			switch l.State {
+			case store.Ended, store.Unsatisfiable, store.Invalid:
+				end := l.End
+				if end.IsZero() {
+					end = l.Created
+				}
+				if !end.After(keep) {
+					stale = append(stale, l.ID)
+				} else if t := end.Add(c.opts.Retention); t.Before(next) {
+					next = t
+				}
 			case store.Ready:
 				if !l.End.After(now) {
 					expired = append(expired, l)
@@ -121,6 +135,7 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 	for _, l := range invalid {
 		_ = c.finish(ctx, l.ID, store.Invalid, "client "+l.Client+" no longer exists")
 	}
+	c.purge(ctx, stale)
 	if len(reqs) == 0 {
 		return next
 	}
@@ -132,17 +147,26 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 	for _, g := range gs {
 		batch = append(batch, grant{l: byID[g.Lease], e: expByN[g.Exporter], now: now})
 	}
+	// Batches are disjoint, so they commit concurrently: etcd folds
+	// concurrent proposals into one WAL sync instead of one per batch.
+	var wg sync.WaitGroup
 	for len(batch) > 0 {
 		n := min(len(batch), maxBatch)
-		if ok := c.commitGrants(ctx, batch[:n]); !ok && n > 1 {
-			// Someone else changed part of the state: grant one by one,
-			// letting each compare decide.
-			for _, g := range batch[:n] {
-				c.commitGrants(ctx, []grant{g})
-			}
-		}
+		part := batch[:n]
 		batch = batch[n:]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok := c.commitGrants(ctx, part); !ok && len(part) > 1 {
+				// Someone else changed part of the state: grant one by
+				// one, letting each compare decide.
+				for _, g := range part {
+					c.commitGrants(ctx, []grant{g})
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	_ = rev
 	return next
 }
@@ -263,4 +287,23 @@ func (c *Controller) endLease(ctx context.Context, id, exporter, reason string) 
 		return fmt.Errorf("lease %q is not on exporter %s: %w", id, exporter, errdefs.ErrNotFound)
 	}
 	return c.finish(ctx, id, store.Ended, reason)
+}
+
+// purge deletes final leases past the retention period, so the store
+// does not grow forever. Final leases never change, so there is nothing
+// to compare; every replica may do it.
+func (c *Controller) purge(ctx context.Context, ids []string) {
+	for len(ids) > 0 {
+		n := min(len(ids), 128)
+		ops := make([]clientv3.Op, 0, n)
+		for _, id := range ids[:n] {
+			ops = append(ops, clientv3.OpDelete(store.LeasesPrefix+id))
+		}
+		if _, err := c.st.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			c.log.Warn("delete ended leases", "err", err)
+			return
+		}
+		c.log.Info("deleted ended leases past retention", "count", n, "retention", c.opts.Retention)
+		ids = ids[n:]
+	}
 }

@@ -517,13 +517,15 @@ func (x *LeaseAssignment) GetEnd() *timestamppb.Timestamp {
 	return nil
 }
 
-// DialRequest asks the exporter to open a router stream with stream_token:
-// a client is waiting at the other end.
+// DialRequest asks the exporter to open a tunnel end with stream_token at
+// router (host:port of the replica the client waits at; the tunnel
+// protocol is described in lab/controller/router).
 type DialRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StreamToken   string                 `protobuf:"bytes,1,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
 	LeaseId       string                 `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	Router        string                 `protobuf:"bytes,4,opt,name=router,proto3" json:"router,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -575,6 +577,13 @@ func (x *DialRequest) GetLeaseId() string {
 func (x *DialRequest) GetClient() string {
 	if x != nil {
 		return x.Client
+	}
+	return ""
+}
+
+func (x *DialRequest) GetRouter() string {
+	if x != nil {
+		return x.Router
 	}
 	return ""
 }
@@ -1688,11 +1697,12 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x0fLeaseAssignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12,\n" +
-	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"c\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"{\n" +
 	"\vDialRequest\x12!\n" +
 	"\fstream_token\x18\x01 \x01(\tR\vstreamToken\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x16\n" +
-	"\x06client\x18\x03 \x01(\tR\x06client\"\xfc\x04\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\x12\x16\n" +
+	"\x06router\x18\x04 \x01(\tR\x06router\"\xfc\x04\n" +
 	"\x05Lease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12\x1a\n" +

@@ -27,7 +27,9 @@ import (
 type Lab struct {
 	C   *controller.Controller
 	Dir string
-	t   testing.TB
+	// NoTLS: the controller serves plaintext (--insecure-no-tls).
+	NoTLS bool
+	t     testing.TB
 }
 
 // Start runs a controller with embedded etcd (TLS on) until the test ends.
@@ -40,13 +42,34 @@ func Start(t testing.TB) *Lab {
 // StartIn runs a controller on data dir dir (to restart one).
 func StartIn(t testing.TB, dir string) *Lab {
 	t.Helper()
-	c, err := controller.New(context.Background(), controller.Options{DataDir: dir, Listen: "127.0.0.1:0", Log: Logger(t)})
+	return start(t, dir, false, nil)
+}
+
+// StartNoTLS runs a plaintext controller (as --insecure-no-tls does).
+func StartNoTLS(t testing.TB) *Lab {
+	t.Helper()
+	return start(t, t.TempDir(), true, nil)
+}
+
+// StartWith runs a controller (TLS on) with options changed by set.
+func StartWith(t testing.TB, set func(*controller.Options)) *Lab {
+	t.Helper()
+	return start(t, t.TempDir(), false, set)
+}
+
+func start(t testing.TB, dir string, noTLS bool, set func(*controller.Options)) *Lab {
+	t.Helper()
+	o := controller.Options{DataDir: dir, Listen: "127.0.0.1:0", NoTLS: noTLS, Log: Logger(t)}
+	if set != nil {
+		set(&o)
+	}
+	c, err := controller.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go c.Serve(context.Background())
 	t.Cleanup(func() { c.Close() })
-	return &Lab{C: c, Dir: dir, t: t}
+	return &Lab{C: c, Dir: dir, NoTLS: o.NoTLS, t: t}
 }
 
 // Admin is the controller's admin API.
@@ -90,7 +113,7 @@ func (l *Lab) CA() string {
 // Client makes a client identity and a lease client for it.
 func (l *Lab) Client(name string) *lease.Client {
 	l.t.Helper()
-	c, err := lease.Dial(lease.Config{Endpoint: l.C.Addr(), Token: l.Token("client", name), CA: l.CA()})
+	c, err := lease.Dial(lease.Config{Endpoint: l.C.Addr(), Token: l.Token("client", name), CA: l.CA(), NoTLS: l.NoTLS})
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -137,7 +160,7 @@ func (l *Lab) Exporter(name string, labels map[string]string, token, exportYAML 
 	}
 	rep := &pb.ReportResponse{Name: name, Labels: labels}
 	link, err = controllerlink.New(controllerlink.Options{
-		Endpoint: l.C.Addr(), Token: token, CA: l.CA(), Labels: labels, Report: rep, Log: Logger(l.t),
+		Endpoint: l.C.Addr(), Token: token, CA: l.CA(), NoTLS: l.NoTLS, Labels: labels, Report: rep, Log: Logger(l.t),
 		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) {
 			if old.Lease != "" {
 				srv.EndSession("lease " + old.Lease + " ended")

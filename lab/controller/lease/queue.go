@@ -91,28 +91,52 @@ func Schedule(now time.Time, reqs []Request, exps []Exporter) []Grant {
 // compete for at least one of the same exporters.
 func Positions(reqs []Request, exps []Exporter) map[string]int {
 	Sort(reqs)
+	// Requests mostly share a handful of selectors: match each distinct
+	// (selector, name, policy) once, so a burst of n requests costs
+	// O(n·groups) rather than O(n²·exporters).
 	words := (len(exps) + 63) / 64
-	sets := make([][]uint64, len(reqs))
+	groupOf := make([]int, len(reqs))
+	index := map[string]int{}
+	var sets [][]uint64
 	for i := range reqs {
-		sets[i] = make([]uint64, words)
-		for j := range exps {
-			if reqs[i].Matches(&exps[j]) {
-				sets[i][j/64] |= 1 << (j % 64)
+		r := &reqs[i]
+		key := r.Selector.String() + "\x00" + r.Name + "\x00" + r.Policy.String()
+		g, ok := index[key]
+		if !ok {
+			g = len(sets)
+			index[key] = g
+			set := make([]uint64, words)
+			for j := range exps {
+				if r.Matches(&exps[j]) {
+					set[j/64] |= 1 << (j % 64)
+				}
 			}
+			sets = append(sets, set)
 		}
+		groupOf[i] = g
 	}
-	out := make(map[string]int, len(reqs))
-	for i := range reqs {
-		n := 0
-		for k := 0; k < i; k++ {
+	// compete[g] lists the groups sharing an exporter with g.
+	compete := make([][]int, len(sets))
+	for g := range sets {
+		for h := range sets {
 			for w := range words {
-				if sets[i][w]&sets[k][w] != 0 {
-					n++
+				if sets[g][w]&sets[h][w] != 0 {
+					compete[g] = append(compete[g], h)
 					break
 				}
 			}
 		}
+	}
+	seen := make([]int, len(sets))
+	out := make(map[string]int, len(reqs))
+	for i := range reqs {
+		g := groupOf[i]
+		n := 0
+		for _, h := range compete[g] {
+			n += seen[h]
+		}
 		out[reqs[i].ID] = n
+		seen[g]++
 	}
 	return out
 }

@@ -1,14 +1,13 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc/metadata"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
@@ -18,61 +17,75 @@ import (
 // PairTimeout bounds how long a client end waits for its exporter end.
 const PairTimeout = 15 * time.Second
 
-// Caller says who opened a stream, as the controller authenticated it.
+// bufSize is the splice buffer: large copies amortise the per-call cost
+// (on TLS legs a read still yields one 16 KiB record at most).
+const bufSize = 256 << 10
+
+// Caller says who opened a tunnel end, as the controller authenticated it.
 type Caller struct {
 	Kind string
 	Name string
 }
 
-// Hub pairs stream ends by token and splices them.
+// Hub pairs tunnel ends by stream token and splices them.
 type Hub struct {
-	pb.UnimplementedRouterServer
-
 	// Signer checks stream tokens.
 	Signer auth.Signer
+	// Authenticate checks a bearer token.
+	Authenticate func(bearer string) (Caller, error)
 	// Notify asks the named exporter to open its end (over its link). It
 	// fails when the exporter is not connected to this replica.
 	Notify func(exporter string, dr *pb.DialRequest) error
-	// Caller tells who opened a stream.
-	Caller func(ctx context.Context) (Caller, bool)
 	// Bytes counts spliced bytes by direction ("to_exporter",
 	// "to_client"); may be nil.
 	Bytes func(direction string, n int)
+	Log   *slog.Logger
 
 	mu      sync.Mutex
-	waiting map[string]chan pb.Router_StreamServer
+	waiting map[string]chan net.Conn
 }
 
-// Stream implements pb.RouterServer.
-func (h *Hub) Stream(stream pb.Router_StreamServer) error {
-	ctx := stream.Context()
-	who, ok := h.Caller(ctx)
-	if !ok {
-		return errdefs.ToGRPC(fmt.Errorf("router: unauthenticated stream: %w", errdefs.ErrUnauthorized))
+// Serve runs one tunnel end that said hello; it owns conn and closes it.
+func (h *Hub) Serve(conn net.Conn, hello Hello) {
+	if err := h.serve(conn, hello); err != nil {
+		reject(conn, err)
 	}
-	tok := incoming(ctx, auth.StreamTokenKey)
-	claims, err := h.Signer.Verify(tok, time.Now())
+}
+
+// reject tells a tunnel end why it is refused and closes it.
+func reject(conn net.Conn, err error) {
+	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(conn, replyLine(err))
+	conn.Close()
+}
+
+func (h *Hub) serve(conn net.Conn, hello Hello) error {
+	who, err := h.Authenticate(hello.Bearer)
 	if err != nil {
-		return errdefs.ToGRPC(fmt.Errorf("router: %v: %w", err, errdefs.ErrUnauthorized))
+		return err
+	}
+	claims, err := h.Signer.Verify(hello.StreamToken, time.Now())
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthorized)
 	}
 	switch {
 	case who.Kind == auth.Client && who.Name == claims.Client:
-		return h.clientEnd(ctx, stream, tok, claims)
+		return h.clientEnd(conn, hello.StreamToken, claims)
 	case who.Kind == auth.Exporter && who.Name == claims.Exporter:
-		return h.exporterEnd(ctx, stream, tok)
+		return h.exporterEnd(conn, hello.StreamToken)
 	}
-	return errdefs.ToGRPC(fmt.Errorf("router: stream token is not for %s %s: %w", who.Kind, who.Name, errdefs.ErrUnauthorized))
+	return fmt.Errorf("stream token is not for %s %s: %w", who.Kind, who.Name, errdefs.ErrUnauthorized)
 }
 
-func (h *Hub) clientEnd(ctx context.Context, stream pb.Router_StreamServer, tok string, c auth.StreamClaims) error {
-	ch := make(chan pb.Router_StreamServer, 1)
+func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
+	ch := make(chan net.Conn, 1)
 	h.mu.Lock()
 	if h.waiting == nil {
-		h.waiting = map[string]chan pb.Router_StreamServer{}
+		h.waiting = map[string]chan net.Conn{}
 	}
 	if _, dup := h.waiting[tok]; dup {
 		h.mu.Unlock()
-		return errdefs.ToGRPC(fmt.Errorf("router: stream token already in use: %w", errdefs.ErrInUse))
+		return fmt.Errorf("stream token already in use: %w", errdefs.ErrInUse)
 	}
 	h.waiting[tok] = ch
 	h.mu.Unlock()
@@ -80,53 +93,39 @@ func (h *Hub) clientEnd(ctx context.Context, stream pb.Router_StreamServer, tok 
 		h.mu.Lock()
 		delete(h.waiting, tok)
 		h.mu.Unlock()
-		// An exporter end that arrived as this end gave up must not wait forever.
+		// An exporter end that arrived as this end gave up must not wait.
 		select {
 		case e := <-ch:
-			close(e.Context().Value(doneKey{}).(chan struct{}))
+			go reject(e, fmt.Errorf("the client end gave up waiting: %w", errdefs.ErrNotFound))
 		default:
 		}
 	}()
-	if err := h.Notify(c.Exporter, &pb.DialRequest{StreamToken: tok, LeaseId: c.Lease, Client: c.Client}); err != nil {
-		return errdefs.ToGRPC(err)
+	dr := &pb.DialRequest{StreamToken: tok, LeaseId: c.Lease, Client: c.Client}
+	if err := h.Notify(c.Exporter, dr); err != nil {
+		return err
 	}
 	t := time.NewTimer(PairTimeout)
 	defer t.Stop()
-	var exp pb.Router_StreamServer
+	var exp net.Conn
 	select {
 	case exp = <-ch:
 	case <-t.C:
-		return errdefs.ToGRPC(fmt.Errorf("router: exporter %s did not connect its end within %s: %w", c.Exporter, PairTimeout, errdefs.ErrUnavailable))
-	case <-ctx.Done():
-		return nil
+		return fmt.Errorf("exporter %s did not connect its end within %s: %w", c.Exporter, PairTimeout, errdefs.ErrUnavailable)
 	}
-	// Headers tell the client its end is paired (Tunnel waits for them).
-	_ = stream.SendHeader(metadata.Pairs("pogo-paired", "1"))
-	// The exporter end's handler waits on done; whichever direction ends
-	// first ends the tunnel.
-	done := exp.Context().Value(doneKey{}).(chan struct{})
-	defer close(done)
-	errc := make(chan error, 2)
-	go func() { errc <- h.pump(stream, exp, "to_exporter") }()
-	go func() { errc <- h.pump(exp, stream, "to_client") }()
-	select {
-	case <-errc:
-	case <-ctx.Done():
-	case <-exp.Context().Done():
+	for _, e := range []net.Conn{conn, exp} {
+		_ = e.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(e, replyLine(nil)); err != nil {
+			exp.Close()
+			conn.Close()
+			return nil
+		}
+		_ = e.SetWriteDeadline(time.Time{})
 	}
+	go h.splice(conn, exp)
 	return nil
 }
 
-type doneKey struct{}
-
-type doneStream struct {
-	pb.Router_StreamServer
-	ctx context.Context
-}
-
-func (d doneStream) Context() context.Context { return d.ctx }
-
-func (h *Hub) exporterEnd(ctx context.Context, stream pb.Router_StreamServer, tok string) error {
+func (h *Hub) exporterEnd(conn net.Conn, tok string) error {
 	h.mu.Lock()
 	ch, ok := h.waiting[tok]
 	if ok {
@@ -134,31 +133,89 @@ func (h *Hub) exporterEnd(ctx context.Context, stream pb.Router_StreamServer, to
 	}
 	h.mu.Unlock()
 	if !ok {
-		return errdefs.ToGRPC(fmt.Errorf("router: no client waits on this stream token (it gave up or was never there): %w", errdefs.ErrNotFound))
+		return fmt.Errorf("no client waits on this stream token (it gave up or was never there): %w", errdefs.ErrNotFound)
 	}
-	done := make(chan struct{})
-	ch <- doneStream{Router_StreamServer: stream, ctx: context.WithValue(ctx, doneKey{}, done)}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	// The client end's handler takes it from here; ch has room for one
+	// and only one exporter end ever finds it.
+	ch <- conn
 	return nil
 }
 
-func (h *Hub) pump(from, to FrameStream, dir string) error {
-	for {
-		f, err := from.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if err := to.Send(f); err != nil {
-			return err
-		}
-		if h.Bytes != nil {
-			h.Bytes(dir, len(f.GetData()))
+// splice copies both ways until both directions end; an error on either
+// ends both.
+func (h *Hub) splice(cl, ex net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); h.pipe(ex, cl, "to_exporter") }()
+	go func() { defer wg.Done(); h.pipe(cl, ex, "to_client") }()
+	wg.Wait()
+	cl.Close()
+	ex.Close()
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+func (h *Hub) pipe(dst, src net.Conn, dir string) {
+	count := func(n int64) {
+		if h.Bytes != nil && n > 0 {
+			h.Bytes(dir, int(n))
 		}
 	}
+	var err error
+	_, tcpDst := dst.(*net.TCPConn)
+	_, tcpSrc := src.(*net.TCPConn)
+	if tcpDst && tcpSrc {
+		// Plaintext legs: io.CopyN lets the kernel splice; chunks keep
+		// the byte counter moving on long tunnels.
+		for err == nil {
+			var n int64
+			n, err = io.CopyN(dst, src, 16<<20)
+			count(n)
+		}
+	} else {
+		buf := make([]byte, bufSize)
+		for err == nil {
+			var n int
+			n, err = src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					err = werr
+				}
+				count(int64(n))
+			}
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		// A clean end of one direction is a half close: the other
+		// direction may still have bytes to deliver.
+		if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
+			return
+		}
+	}
+	src.Close()
+	dst.Close()
+}
+
+// Accept reads the hello of a connection that negotiated a tunnel and
+// serves it in the background.
+func (h *Hub) Accept(conn net.Conn) {
+	_ = conn.SetReadDeadline(time.Now().Add(HelloTimeout))
+	line, err := readLine(conn)
+	if err == nil {
+		_ = conn.SetReadDeadline(time.Time{})
+		if p, ok := conn.(prefixed); ok {
+			// The hello consumed the peeked bytes: splice the TCP conn
+			// itself, which lets the kernel copy (splice(2)).
+			conn = p.Conn
+		}
+		var hello Hello
+		if hello, err = ParseHello(line); err == nil {
+			go h.Serve(conn, hello)
+			return
+		}
+	}
+	if h.Log != nil {
+		h.Log.Debug("tunnel end without a valid hello", "remote", conn.RemoteAddr(), "err", err)
+	}
+	go reject(conn, err)
 }

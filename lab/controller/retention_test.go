@@ -1,0 +1,74 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/client/lease"
+	"github.com/pogolab/pogo/lab/controller"
+	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/lab/controller/controllertest"
+	"github.com/pogolab/pogo/lab/controller/router"
+)
+
+// Ended leases leave etcd once the retention period has passed.
+func TestEndedLeasesDeleted(t *testing.T) {
+	ctx := context.Background()
+	lab := controllertest.StartWith(t, func(o *controller.Options) { o.Retention = time.Second })
+	exp, _ := powerExport(t)
+	lab.Exporter("board1", map[string]string{"board": "qemu"}, "", exp)
+	alice := lab.Client("alice")
+	controllertest.WaitOnline(t, alice, "board1")
+	l, err := alice.Create(ctx, lease.Request{Selector: "board", Duration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Wait(ctx, l.GetId(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Release(ctx, l.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	if ls, err := alice.List(ctx, true); err != nil || len(ls) != 1 {
+		t.Fatalf("just after release: %d leases, %v", len(ls), err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := alice.Get(ctx, l.GetId())
+		if errors.Is(err, errdefs.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ended lease still there 10s after a 1s retention: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Tunnel ends the router refuses get one clear error.
+func TestTunnelRefused(t *testing.T) {
+	ctx := context.Background()
+	lab := controllertest.Start(t)
+	tok := lab.Token("client", "alice")
+	tc, err := auth.ClientTLS(lab.CA(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := auth.Signer{Key: []byte("not the cluster key")}.Sign(auth.StreamClaims{Lease: "x", Exporter: "e", Client: "alice", Expires: time.Now().Add(time.Minute)})
+	_, err = router.Dial(ctx, lab.C.Addr(), tc, router.Hello{Bearer: tok, StreamToken: forged})
+	if !errors.Is(err, errdefs.ErrUnauthorized) {
+		t.Fatalf("forged stream token: %v", err)
+	}
+	t.Log(err)
+	_, err = router.Dial(ctx, lab.C.Addr(), tc, router.Hello{Bearer: "pogo.c.x.y", StreamToken: forged})
+	if !errors.Is(err, errdefs.ErrUnauthorized) {
+		t.Fatalf("bad bearer: %v", err)
+	}
+	// A plaintext tunnel end at a TLS controller is no tunnel at all.
+	if _, err := router.Dial(ctx, lab.C.Addr(), nil, router.Hello{Bearer: tok, StreamToken: forged}); err == nil {
+		t.Fatal("plaintext hello accepted by a TLS controller")
+	}
+}
