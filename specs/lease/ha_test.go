@@ -25,7 +25,7 @@ type holding struct {
 }
 
 var _ = Describe("two controller replicas on one etcd", Label("lease"), func() {
-	It("never grant one exporter twice while many clients race for five exporters", func() {
+	DescribeTable("never grant one exporter twice while many clients race for five exporters", func(clients int, runFor time.Duration) {
 		if _, err := exec.LookPath("etcd"); err != nil {
 			Skip("etcd (Debian etcd-server) is not installed")
 		}
@@ -57,7 +57,6 @@ var _ = Describe("two controller replicas on one etcd", Label("lease"), func() {
 			name := fmt.Sprintf("ha%d", i)
 			exps = append(exps, a.exporterAt(name, "pool: ha", r.addr, a.admin("create", "exporter", name)))
 		}
-		const clients = 20
 		var lcs []*lease.Client
 		for i := range clients {
 			r := a
@@ -87,7 +86,7 @@ var _ = Describe("two controller replicas on one etcd", Label("lease"), func() {
 			errs  []string
 			wg    sync.WaitGroup
 		)
-		stopAt := time.Now().Add(20 * time.Second)
+		stopAt := time.Now().Add(runFor)
 		for _, lc := range lcs {
 			wg.Add(1)
 			go func() {
@@ -151,7 +150,11 @@ var _ = Describe("two controller replicas on one etcd", Label("lease"), func() {
 			}
 			return nil
 		}, 15*time.Second, 200*time.Millisecond).Should(Succeed())
-	})
+	},
+		Entry("20 clients for 20 s", 20, 20*time.Second),
+		// The full size: 50 clients for a minute.
+		Entry("50 clients for a minute", Label("long"), 50, time.Minute),
+	)
 })
 
 // hold leases any exporter of the pool, drives it through the router and
