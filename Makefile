@@ -60,14 +60,14 @@ lint: $(BIN)/actionlint
 
 # Installs what is missing, then runs every test. Ginkgo suites skip the
 # hardware and long labels unless given -ginkgo.label-filter (specs/board).
-test: deps check-generate lint build assets
+test: deps check-generate lint build bundle
 	$(GO) test -count=1 -timeout 30m ./...
 
-bench: deps build assets
+bench: deps build bundle
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 # Opens a jmp shell on exporter.yaml: the virtual board.
-run: deps build
+run: deps build bundle
 	@bash lab/host/run-qemu.sh $(JMP) exporter.yaml
 
 clean:

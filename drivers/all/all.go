@@ -6,6 +6,7 @@ import (
 	_ "github.com/pogolab/pogo/drivers/bmc"
 	_ "github.com/pogolab/pogo/drivers/console"
 	_ "github.com/pogolab/pogo/drivers/files"
+	_ "github.com/pogolab/pogo/drivers/flasher"
 	_ "github.com/pogolab/pogo/drivers/http"
 	_ "github.com/pogolab/pogo/drivers/power"
 	_ "github.com/pogolab/pogo/drivers/power/command"

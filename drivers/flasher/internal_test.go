@@ -1,0 +1,281 @@
+package flasher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/bundles/manifest"
+	"github.com/pogolab/pogo/drivers"
+)
+
+// covers checks that pieces write exactly [off, off+n) in order.
+func covers(t testing.TB, off, n int64, ps []ddPiece) {
+	t.Helper()
+	pos := off
+	for _, p := range ps {
+		if p.bs <= 0 || p.count <= 0 || p.bs > 1<<20 {
+			t.Fatalf("ddPieces(%d, %d): bad piece %+v", off, n, p)
+		}
+		if p.seek*p.bs != pos {
+			t.Fatalf("ddPieces(%d, %d): piece %+v starts at %d, want %d", off, n, p, p.seek*p.bs, pos)
+		}
+		pos += p.bs * p.count
+	}
+	if pos != off+n {
+		t.Fatalf("ddPieces(%d, %d) = %+v ends at %d", off, n, ps, pos)
+	}
+	if len(ps) > 3 {
+		t.Fatalf("ddPieces(%d, %d) = %d pieces, want at most 3", off, n, len(ps))
+	}
+}
+
+func TestDDPieces(t *testing.T) {
+	for _, c := range []struct{ off, n int64 }{
+		{0, 4096}, {0, 1 << 20}, {0, 64 << 20}, {4096, 8192}, {4096, 3 << 20}, {(1 << 20) - 4096, 4096 * 3},
+		{12345, 7}, {0, 1}, {5 << 20, 1<<20 + 512},
+	} {
+		covers(t, c.off, c.n, ddPieces(c.off, c.n))
+	}
+	// Aligned ranges use 1 MiB blocks.
+	if ps := ddPieces(1<<20, 8<<20); len(ps) != 1 || ps[0].bs != 1<<20 {
+		t.Fatalf("aligned range: %+v", ps)
+	}
+}
+
+func FuzzDDPieces(f *testing.F) {
+	f.Add(int64(0), int64(4096))
+	f.Add(int64(4096), int64(3<<20))
+	f.Fuzz(func(t *testing.T, off, n int64) {
+		if off < 0 || n <= 0 || off > 1<<50 || n > 1<<40 {
+			return
+		}
+		covers(t, off, n, ddPieces(off, n))
+	})
+}
+
+// FuzzConsoleParsing feeds console output (outside input) to what reads
+// it: no panics, and markers are found only as the board prints them.
+func FuzzConsoleParsing(f *testing.F) {
+	f.Add("true; echo pogo-rc=$?\r\npogo-rc=0\r\n# \x1b[6n")
+	f.Add("tftpboot 0x40400000 x\r\nTFTP error: 'File not found' (1)\r\n=> ")
+	f.Add("pogo-dev=/dev/vda\r\npogo-dev=/dev/${d##*/}")
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = errorLine(s)
+		_ = lastLine(s)
+		_ = stripEscapes(s)
+		for _, m := range devRe.FindAllStringSubmatch(s, -1) {
+			if strings.Contains(m[1], "$") {
+				t.Fatalf("device %q taken from an echoed command", m[1])
+			}
+		}
+		if m := rcMarker.FindStringSubmatch(s); m != nil && strings.Contains(m[0], "$") {
+			t.Fatalf("status marker %q matched an echoed command", m[0])
+		}
+	})
+}
+
+func TestErrorLine(t *testing.T) {
+	out := "Using virtio-net#32 device\r\nTFTP from server 127.0.0.1; our IP address is 10.0.2.15\r\nFilename 'x/Image'.\r\nTFTP error: 'File not found' (1)\r\nNot retrying...\r\n"
+	if got := errorLine(out); got != "TFTP error: 'File not found' (1)" {
+		t.Fatalf("errorLine = %q", got)
+	}
+	if got := lastLine("a\r\nb \x1b[6n\r\n# "); got != "b" {
+		t.Fatalf("lastLine = %q", got)
+	}
+}
+
+func TestCheckRequest(t *testing.T) {
+	up := Image{Reader: strings.NewReader("x")}
+	for _, c := range []struct {
+		name string
+		img  Image
+		opts FlashOptions
+		want error
+		msg  string
+	}{
+		{"no source", Image{}, FlashOptions{}, errdefs.ErrInvalid, "exactly one"},
+		{"two sources", Image{Reader: strings.NewReader("x"), URL: "http://h/i"}, FlashOptions{}, errdefs.ErrInvalid, "exactly one"},
+		{"bad url", Image{URL: "ftp://h/i"}, FlashOptions{}, errdefs.ErrInvalid, "http:// or https://"},
+		{"bad sum", up, FlashOptions{SHA256: "abc"}, errdefs.ErrInvalid, "64 hex digits"},
+		{"bad bmap", up, FlashOptions{Bmap: []byte("<bmap>")}, errdefs.ErrInvalid, "bmap"},
+		{"direct upload", up, FlashOptions{Direct: true}, errdefs.ErrInvalid, "URL"},
+		{"direct zstd", Image{URL: "http://h/i.zst"}, FlashOptions{Direct: true}, errdefs.ErrUnsupported, "zstd"},
+	} {
+		_, err := checkRequest(c.img, c.opts)
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: err = %v; want %v mentioning %q", c.name, err, c.want, c.msg)
+		}
+	}
+	p, err := checkRequest(Image{URL: "https://h/os.img.xz"}, FlashOptions{Direct: true})
+	if err != nil || !p.direct || p.unpack != "xzcat" {
+		t.Fatalf("direct xz: %+v, %v", p, err)
+	}
+	p, err = checkRequest(Image{URL: "https://h/os.img.xz"}, FlashOptions{Direct: true, ForceExporterHTTP: true})
+	if err != nil || p.direct {
+		t.Fatalf("force-exporter-http must win over direct: %+v, %v", p, err)
+	}
+}
+
+func TestChooseTarget(t *testing.T) {
+	spec := &manifest.Spec{DefaultTarget: "emmc", Targets: map[string]manifest.Target{
+		"emmc": {Device: "/dev/mmcblk0"}, "usd": {Lookup: "4fb0000"},
+	}}
+	if tg, _, err := chooseTarget(spec, ""); err != nil || tg.Device != "/dev/mmcblk0" {
+		t.Fatalf("default: %v %v", tg, err)
+	}
+	if tg, _, err := chooseTarget(spec, "usd"); err != nil || tg.Lookup != "4fb0000" {
+		t.Fatalf("named: %v %v", tg, err)
+	}
+	if tg, _, err := chooseTarget(spec, "/dev/sda"); err != nil || tg.Device != "/dev/sda" {
+		t.Fatalf("path: %v %v", tg, err)
+	}
+	for _, bad := range []string{"nvme", "/dev/sda; rm -rf /", "/dev/../etc"} {
+		if _, _, err := chooseTarget(spec, bad); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("partition %q: err = %v, want invalid", bad, err)
+		}
+	}
+	if _, _, err := chooseTarget(&manifest.Spec{Targets: map[string]manifest.Target{"a": {Device: "/dev/a"}, "b": {Device: "/dev/b"}}}, ""); err == nil || !strings.Contains(err.Error(), "a, b") {
+		t.Fatalf("no default among several: %v", err)
+	}
+}
+
+// TestSpoolReplays: readers follow the upload while it arrives and a
+// second reader (a retry) gets the same bytes.
+func TestSpoolReplays(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 300000)
+	pr, pw := io.Pipe()
+	s, err := newSpool(t.TempDir(), pr, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	go func() {
+		for i := 0; i < len(data); i += 65536 {
+			pw.Write(data[i:min(i+65536, len(data))])
+		}
+		pw.Close()
+	}()
+	for try := 0; try < 2; try++ {
+		r, _, _ := s.open(context.Background())
+		got, err := io.ReadAll(iotest.OneByteReader(io.LimitReader(r, 10)))
+		if err != nil || string(got) != "0123456789" {
+			t.Fatalf("try %d: head %q %v", try, got, err)
+		}
+		rest, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(append(got, rest...), data) {
+			t.Fatalf("try %d: %d bytes, %v", try, len(got)+len(rest), err)
+		}
+		r.Close()
+	}
+}
+
+func TestSpoolShortUpload(t *testing.T) {
+	s, err := newSpool(t.TempDir(), strings.NewReader("abc"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	r, _, _ := s.open(context.Background())
+	_, err = io.ReadAll(r)
+	if !errors.Is(err, errUpload) || !strings.Contains(err.Error(), "3 bytes of 10") {
+		t.Fatalf("err = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, _ := io.Pipe()
+	s2, _ := newSpool(t.TempDir(), pr, 0)
+	defer s2.close()
+	r2, _, _ := s2.open(ctx)
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	if _, err := r2.Read(make([]byte, 1)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiting reader after cancel: %v", err)
+	}
+}
+
+// TestStreamServerOneShot: the image goes to the first fetch only, a
+// failed producer cuts the body, and unknown paths are refused.
+func TestStreamServerOneShot(t *testing.T) {
+	s, err := newStreamServer("127.0.0.1:0", "127.0.0.1", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	s.setScript("w.sh", "echo hi\n")
+	s.setImage(func(w io.Writer) error { _, err := io.WriteString(w, "IMAGE"); return err })
+	get := func(u string) (int, string, error) {
+		resp, err := http.Get(u)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	if code, body, err := get(s.url("image")); code != 200 || body != "IMAGE" || err != nil {
+		t.Fatalf("first fetch: %d %q %v", code, body, err)
+	}
+	if err := <-s.result; err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := get(s.url("image")); code != http.StatusGone {
+		t.Fatalf("second fetch: %d", code)
+	}
+	if code, body, _ := get(s.url("w.sh")); code != 200 || body != "echo hi\n" {
+		t.Fatalf("script: %d %q", code, body)
+	}
+	if code, _, _ := get(strings.Replace(s.url("w.sh"), s.token, "guess", 1)); code != 404 {
+		t.Fatalf("wrong token: %d", code)
+	}
+	s.setImage(func(w io.Writer) error {
+		w.Write(bytes.Repeat([]byte("x"), 3<<20))
+		return errors.New("checksum mismatch")
+	})
+	_, body, err := get(s.url("image"))
+	if err == nil {
+		t.Fatalf("a failed image read whole (%d bytes) without error", len(body))
+	}
+	if perr := <-s.result; perr == nil || !strings.Contains(perr.Error(), "checksum") {
+		t.Fatalf("producer error = %v", perr)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		yaml, field, want string
+	}{
+		{"cache_dir: /x", "flasher_bundle", "required key is missing"},
+		{"flasher_bundle: ''", "flasher_bundle", "must not be empty"},
+		{"flasher_bundle: b\nretries: -1", "retries", "want 0 to 100"},
+		{"flasher_bundle: b\nuboot_timeout: -3s", "uboot_timeout", "negative"},
+		{"flasher_bundle: b\nuboot_timeout: soon", "uboot_timeout", ""},
+		{"flasher_bundle: b\nstream_listen: nope", "stream_listen", "host:port"},
+		{"flasher_bundle: b\nserver_address: 'http://x'", "server_address", "host name or IP"},
+		{"flasher_bundle: b\nbogus: 1", "bogus", "unknown key"},
+	} {
+		cfg, err := drivers.ConfigFromYAML(c.yaml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(context.Background(), &drivers.Build{Path: "storage", Config: cfg})
+		var fe *drivers.FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field || !strings.Contains(fe.Msg, c.want) {
+			t.Errorf("%q: err = %v; want a FieldError on %s mentioning %q", c.yaml, err, c.field, c.want)
+		}
+	}
+	// Children: serial and power are required and must serve their
+	// capability.
+	cfg, _ := drivers.ConfigFromYAML("flasher_bundle: ./nowhere")
+	_, err := New(context.Background(), &drivers.Build{Path: "storage", Config: cfg})
+	var ce *drivers.ChildError
+	if !errors.As(err, &ce) || ce.Name != "serial" {
+		t.Fatalf("no children: err = %v", err)
+	}
+}

@@ -1,0 +1,351 @@
+package flash
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/pogolab/pogo/client/expect"
+	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/flasher/image"
+	"github.com/pogolab/pogo/drivers/power"
+	"github.com/pogolab/pogo/drivers/storage"
+	"github.com/pogolab/pogo/specs/board"
+)
+
+// lab is what the suite prepares once: jmp, the flasher bundle and the
+// images.
+var lab struct {
+	dir, jmp, bundle, assets string
+	// img is the demo OS image, imgXZ the same compressed, sum its sha256.
+	img, imgXZ, sum, version string
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	var err error
+	lab.assets, err = board.Assets(ctx)
+	Expect(err).NotTo(HaveOccurred())
+	root, err := board.RepoRoot()
+	Expect(err).NotTo(HaveOccurred())
+	lab.dir, err = os.MkdirTemp("", "pogo-flash-")
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(os.RemoveAll, lab.dir)
+
+	lab.jmp = filepath.Join(lab.dir, "jmp")
+	build := exec.CommandContext(ctx, "go", "build", "-o", lab.jmp, "./cmd/jmp")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "go build ./cmd/jmp: %s", out)
+
+	lab.bundle = makeBundle(root, lab.assets, filepath.Join(lab.dir, "bundle"))
+	lab.img = filepath.Join(lab.assets, "demo-os.img")
+	data, err := os.ReadFile(lab.img)
+	Expect(err).NotTo(HaveOccurred())
+	lab.sum = sha(data)
+	lab.imgXZ = filepath.Join(lab.dir, "demo-os.img.xz")
+	run(ctx, "sh", "-c", `xz -T2 -1 -c "$1" > "$2"`, "xz", lab.img, lab.imgXZ)
+	v, err := os.ReadFile(filepath.Join(lab.assets, "demo-os.version"))
+	Expect(err).NotTo(HaveOccurred())
+	lab.version = strings.TrimSpace(string(v))
+}, NodeTimeout(16*time.Minute))
+
+func run(ctx context.Context, name string, args ...string) {
+	GinkgoHelper()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "%s %v: %s", name, args, out)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// makeBundle lays out the virtual board's flasher bundle: the repo's
+// manifest and the kernel and initramfs from the board assets.
+func makeBundle(root, assets, dir string) string {
+	GinkgoHelper()
+	Expect(os.MkdirAll(filepath.Join(dir, "data"), 0o755)).To(Succeed())
+	m, err := os.ReadFile(filepath.Join(root, "bundles", "qemu-arm64", "manifest.yaml"))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(os.WriteFile(filepath.Join(dir, "manifest.yaml"), m, 0o644)).To(Succeed())
+	for _, f := range []string{"Image", "initramfs.cpio.gz"} {
+		from, to := filepath.Join(assets, f), filepath.Join(dir, "data", f)
+		if os.Link(from, to) != nil {
+			b, err := os.ReadFile(from)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(os.WriteFile(to, b, 0o644)).To(Succeed())
+		}
+	}
+	return dir
+}
+
+// exporterConfig writes a virtual board with a flasher node named storage
+// whose disk is <name>.img in the suite's directory, so it outlives the
+// jmp shell that flashed it.
+func exporterConfig(name string, boardExtra, flasherExtra []string) (cfg, disk string) {
+	GinkgoHelper()
+	disk = filepath.Join(lab.dir, name+".img")
+	text := fmt.Sprintf(`apiVersion: jumpstarter.dev/v1alpha1
+kind: ExporterConfig
+metadata: {name: %s}
+export:
+  board:
+    type: qemu
+    config:
+      disk: %s
+      disk_size: 128M
+      memory: 1024
+%s
+  storage:
+    type: jumpstarter_driver_flashers.driver.BaseFlasher
+    config:
+      flasher_bundle: %s
+      cache_dir: %s
+%s
+    children:
+      serial: {ref: board}
+      power: {ref: board}
+`, name, disk, indent(boardExtra), lab.bundle, filepath.Join(lab.dir, "cache"), indent(flasherExtra))
+	cfg = filepath.Join(lab.dir, name+".yaml")
+	Expect(os.WriteFile(cfg, []byte(text), 0o644)).To(Succeed())
+	return cfg, disk
+}
+
+func indent(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("      " + l + "\n")
+	}
+	return b.String()
+}
+
+// jmpShell runs `jmp shell --exporter-config cfg -- j ARGS…` and returns
+// its combined output and exit code.
+func jmpShell(ctx context.Context, cfg string, args ...string) (string, int) {
+	GinkgoHelper()
+	cmd := exec.CommandContext(ctx, lab.jmp, append([]string{"shell", "--exporter-config", cfg, "--", "j"}, args...)...)
+	cmd.Env = withoutJMP(os.Environ())
+	var out bytes.Buffer
+	cmd.Stdout = io.MultiWriter(&out, GinkgoWriter)
+	cmd.Stderr = cmd.Stdout
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), ee.ExitCode()
+	}
+	Expect(err).NotTo(HaveOccurred())
+	return out.String(), 0
+}
+
+// withoutJMP drops an enclosing jmp shell's variables: the subprocess
+// serves its own exporter.
+func withoutJMP(env []string) []string {
+	var out []string
+	for _, e := range env {
+		if !strings.HasPrefix(e, "JMP_") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// openBoard serves cfg in-process (after the jmp shell ended) to look at
+// the disk and boot the board.
+func openBoard(ctx context.Context, cfg string) *board.Board {
+	GinkgoHelper()
+	os.Setenv(board.EnvConfig, cfg)
+	DeferCleanup(os.Unsetenv, board.EnvConfig)
+	b, err := board.Open(ctx, board.Options{})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { _ = b.Close() })
+	return b
+}
+
+func readDisk(ctx context.Context, b *board.Board, n int64) []byte {
+	GinkgoHelper()
+	var buf bytes.Buffer
+	_, err := b.Storage().Read(ctx, &buf, 0, n)
+	Expect(err).NotTo(HaveOccurred())
+	return buf.Bytes()
+}
+
+// bootsDemo powers the board on and waits for the flashed OS's banner.
+func bootsDemo(ctx context.Context, b *board.Board) {
+	GinkgoHelper()
+	a, err := b.Console().Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(a.Close)
+	e := expect.New(a)
+	DeferCleanup(func() {
+		if CurrentSpecReport().Failed() {
+			AddReportEntry("console", e.Transcript())
+		}
+	})
+	Expect(b.Power().On(ctx)).To(Succeed())
+	DeferCleanup(func(ctx SpecContext) { _ = b.Power().Off(ctx) }, NodeTimeout(30*time.Second))
+	_, err = e.Expect(ctx, 90*time.Second, "pogo demo OS version "+lab.version)
+	Expect(err).NotTo(HaveOccurred(), "the flashed OS did not boot")
+}
+
+func noQEMU(disk string) {
+	GinkgoHelper()
+	Eventually(func() []string { return board.ProcessesUsing("file=" + disk) }).
+		WithTimeout(10 * time.Second).Should(BeEmpty())
+}
+
+var _ = Describe("j storage flash", Label("qemu", "flash"), func() {
+	It("writes the xz-compressed demo OS with its checksum, and the board boots it", func(ctx SpecContext) {
+		cfg, disk := exporterConfig("plain", nil, nil)
+		out, code := jmpShell(ctx, cfg, "storage", "flash", lab.imgXZ, "--os-image-checksum", lab.sum)
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(ContainSubstring("flashed demo-os.img.xz to /dev/vda"))
+		Expect(out).To(ContainSubstring(lab.sum))
+		noQEMU(disk)
+
+		b := openBoard(ctx, cfg)
+		st, err := b.Power().State(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st).To(Equal(power.Off))
+		data, err := os.ReadFile(lab.img)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sha(readDisk(ctx, b, int64(len(data))))).To(Equal(lab.sum), "the disk holds the image")
+		bootsDemo(ctx, b)
+	}, SpecTimeout(4*time.Minute))
+
+	It("refuses an image whose checksum differs, naming both, with the board off", func(ctx SpecContext) {
+		cfg, disk := exporterConfig("badsum", nil, nil)
+		wrong := strings.Repeat("0123456789abcdef", 4)
+		sumFile := filepath.Join(lab.dir, "wrong.sha256")
+		Expect(os.WriteFile(sumFile, []byte(wrong+"  demo-os.img\n"), 0o644)).To(Succeed())
+		out, code := jmpShell(ctx, cfg, "storage", "flash", lab.imgXZ, "--os-image-checksum-file", sumFile)
+		Expect(code).NotTo(Equal(0), out)
+		Expect(out).To(ContainSubstring("expected " + wrong))
+		Expect(out).To(ContainSubstring("got " + lab.sum))
+		Expect(out).To(ContainSubstring("poweroff: powering the board off"))
+		noQEMU(disk)
+	}, SpecTimeout(3*time.Minute))
+
+	It("writes only the mapped ranges of a bmap'd image, which boots", func(ctx SpecContext) {
+		cfg, disk := exporterConfig("bmap", nil, nil)
+		// The demo OS with its unpartitioned tail (48-64 MiB, zeros) as a
+		// hole: what the bmap leaves out is truly free, so the pattern there
+		// cannot break the boot. Its block map and the image compressed
+		// beside it (IMAGE.bmap is found by name).
+		sparse := filepath.Join(lab.dir, "sparse.img")
+		holey(lab.img, sparse, 48<<20)
+		run(ctx, "sh", "-c", `bmaptool -q create "$1" -o "$1.bmap" 2>/dev/null || bmaptool create "$1" -o "$1.bmap"`, "bmaptool", sparse)
+		run(ctx, "sh", "-c", `xz -T2 -1 -c "$1" > "$1.xz"`, "xz", sparse)
+		bm, err := image.LoadBmap(sparse + ".bmap")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(bm.MappedBlocksCount).To(BeNumerically("<", bm.BlocksCount), "the fixture has unmapped blocks")
+
+		// Fill the disk with a pattern the flash must leave where the
+		// image has no data.
+		const size = 128 << 20
+		b := openBoard(ctx, cfg)
+		Expect(b.Power().Off(ctx)).To(Succeed())
+		_, err = b.Storage().Write(ctx, io.LimitReader(patternReader{}, size), storage.WriteOptions{Size: size})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(b.Close()).To(Succeed())
+
+		out, code := jmpShell(ctx, cfg, "storage", "flash", sparse+".xz", "--os-image-checksum", lab.sum)
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(ContainSubstring("using block map " + sparse + ".bmap"))
+		noQEMU(disk)
+
+		b = openBoard(ctx, cfg)
+		img, err := os.ReadFile(lab.img)
+		Expect(err).NotTo(HaveOccurred())
+		got := readDisk(ctx, b, int64(len(img)))
+		mapped := make([]bool, bm.BlocksCount)
+		for _, r := range bm.Ranges {
+			for i := r.First; i <= r.Last; i++ {
+				mapped[i] = true
+			}
+		}
+		pat := make([]byte, bm.BlockSize)
+		_, _ = io.ReadFull(patternReader{}, pat)
+		var kept, written int
+		for i := int64(0); i < bm.BlocksCount; i++ {
+			blk := got[i*bm.BlockSize : (i+1)*bm.BlockSize]
+			if mapped[i] {
+				Expect(bytes.Equal(blk, img[i*bm.BlockSize:(i+1)*bm.BlockSize])).To(BeTrue(), "mapped block %d holds the image", i)
+				written++
+			} else {
+				Expect(bytes.Equal(blk, pat)).To(BeTrue(), "unmapped block %d was left alone", i)
+				kept++
+			}
+		}
+		By(fmt.Sprintf("%d blocks written, %d left alone", written, kept))
+		bootsDemo(ctx, b)
+	}, SpecTimeout(4*time.Minute))
+
+	It("pulls an oci:// image on the exporter and writes it", func(ctx SpecContext) {
+		host := startRegistry(ctx)
+		xzData, err := os.ReadFile(lab.imgXZ)
+		Expect(err).NotTo(HaveOccurred())
+		pushImage(ctx, host, "pogo/demo-os", "1", "demo-os.img.xz", xzData)
+		cfg, disk := exporterConfig("oci", nil, nil)
+		out, code := jmpShell(ctx, cfg, "storage", "flash", "oci://"+host+"/pogo/demo-os:1", "--os-image-checksum", lab.sum)
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(ContainSubstring(lab.sum))
+		noQEMU(disk)
+
+		b := openBoard(ctx, cfg)
+		data, err := os.ReadFile(lab.img)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(sha(readDisk(ctx, b, int64(len(data))))).To(Equal(lab.sum))
+	}, SpecTimeout(3*time.Minute))
+
+	It("fails clearly when the board never shows a U-Boot prompt, leaving nothing behind", func(ctx SpecContext) {
+		// Firmware that is not U-Boot: zeros the CPU runs silently.
+		bios := filepath.Join(lab.dir, "silent.bin")
+		Expect(os.WriteFile(bios, make([]byte, 64<<10), 0o644)).To(Succeed())
+		cfg, disk := exporterConfig("silent", []string{"bios: " + bios}, []string{"uboot_timeout: 5s"})
+		out, code := jmpShell(ctx, cfg, "storage", "flash", lab.imgXZ)
+		Expect(code).NotTo(Equal(0), out)
+		Expect(out).To(ContainSubstring("bootloader: no U-Boot prompt after 5s"))
+		noQEMU(disk)
+		Expect(board.ProcessesUsing(bios)).To(BeEmpty())
+	}, SpecTimeout(2*time.Minute))
+})
+
+// patternReader repeats a marker that no image holds.
+type patternReader struct{}
+
+func (patternReader) Read(p []byte) (int, error) {
+	const pat = "POGO-UNWRITTEN!\n"
+	for i := range p {
+		p[i] = pat[i%len(pat)]
+	}
+	return len(p), nil
+}
+
+// holey copies the first keep bytes of src to dst and leaves the rest of
+// its size a hole.
+func holey(src, dst string, keep int64) {
+	GinkgoHelper()
+	in, err := os.Open(src)
+	Expect(err).NotTo(HaveOccurred())
+	defer in.Close()
+	fi, err := in.Stat()
+	Expect(err).NotTo(HaveOccurred())
+	out, err := os.Create(dst)
+	Expect(err).NotTo(HaveOccurred())
+	defer out.Close()
+	_, err = io.CopyN(out, in, keep)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(out.Truncate(fi.Size())).To(Succeed())
+}
