@@ -79,3 +79,13 @@ func ResolveAs[T any](ctx context.Context, r Resolver, capability string) (T, er
 	}
 	return t, nil
 }
+
+// Capability registers the gRPC service of a capability served by every
+// driver that implements T; capability packages call it from init.
+func Capability[T any](name string, register func(s grpc.ServiceRegistrar, r Resolver)) {
+	RegisterService(Service{
+		Name:       name,
+		Implements: func(d Driver) bool { _, ok := d.(T); return ok },
+		Register:   register,
+	})
+}

@@ -21,12 +21,8 @@ import (
 const progressEvery = 100 * time.Millisecond
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "bmc",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Updater); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterBmcServer(s, &server{r: r})
-		},
+	drivers.Capability[Updater]("bmc", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterBmcServer(s, &server{r: r})
 	})
 }
 

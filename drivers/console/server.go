@@ -17,12 +17,8 @@ import (
 const chunk = 32 << 10
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "console",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Attacher); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterConsoleServer(s, &server{r: r})
-		},
+	drivers.Capability[Attacher]("console", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterConsoleServer(s, &server{r: r})
 	})
 }
 

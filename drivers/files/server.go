@@ -15,12 +15,8 @@ import (
 )
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "files",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Store); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterFilesServer(s, &server{r: r})
-		},
+	drivers.Capability[Store]("files", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterFilesServer(s, &server{r: r})
 	})
 }
 

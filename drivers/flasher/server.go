@@ -17,12 +17,8 @@ import (
 const ChunkSize = 256 << 10
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "flasher",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Programmer); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterFlasherServer(s, &server{r: r})
-		},
+	drivers.Capability[Programmer]("flasher", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterFlasherServer(s, &server{r: r})
 	})
 }
 

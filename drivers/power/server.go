@@ -16,12 +16,8 @@ import (
 const DefaultCycleDelay = 2 * time.Second
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "power",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Switcher); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterPowerServer(s, &server{r: r})
-		},
+	drivers.Capability[Switcher]("power", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterPowerServer(s, &server{r: r})
 	})
 }
 

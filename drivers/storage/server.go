@@ -11,12 +11,8 @@ import (
 )
 
 func init() {
-	drivers.RegisterService(drivers.Service{
-		Name:       "storage",
-		Implements: func(d drivers.Driver) bool { _, ok := d.(Disk); return ok },
-		Register: func(s grpc.ServiceRegistrar, r drivers.Resolver) {
-			pb.RegisterStorageServer(s, &server{r: r})
-		},
+	drivers.Capability[Disk]("storage", func(s grpc.ServiceRegistrar, r drivers.Resolver) {
+		pb.RegisterStorageServer(s, &server{r: r})
 	})
 }
 
