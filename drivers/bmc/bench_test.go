@@ -9,15 +9,15 @@ import (
 
 	"github.com/pogolab/pogo/drivers/bmc"
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 	"github.com/pogolab/pogo/exporter/exportertest"
 )
 
-func dialDirect(b *testing.B, s *sim) *lanplus.Transport {
+func dialDirect(b *testing.B, s *sim) *ipmi.Transport {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tr, err := lanplus.Dial(ctx, lanplus.Config{Host: "127.0.0.1", Port: s.addr.Port, Username: user, Password: pass, Timeout: 200 * time.Millisecond})
+	tr, err := ipmi.Dial(ctx, ipmi.Config{Host: "127.0.0.1", Port: s.addr.Port, Username: user, Password: pass, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 )
 
 func init() {
@@ -135,13 +135,13 @@ func newDriver(_ context.Context, b *drivers.Build) (drivers.Driver, error) {
 // exporter starts while its BMC is down.
 func (d *Driver) dial(ctx context.Context) (transport, error) {
 	if d.cfg.Interface == Open {
-		t, err := dialOpen(ctx, d.cfg.Timeout)
+		t, err := ipmi.DialOpen(ctx, d.cfg.Timeout)
 		if err != nil {
 			return nil, err
 		}
 		return t, nil
 	}
-	t, err := lanplus.Dial(ctx, lanplus.Config{
+	t, err := ipmi.Dial(ctx, ipmi.Config{
 		Host: d.cfg.Host, Port: d.cfg.Port, Username: d.cfg.Username, Password: d.cfg.Password,
 		CipherSuite: d.cfg.CipherSuite, Timeout: d.cfg.Timeout,
 	})

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 )
 
 func TestCommandServesAndStopsOnCancel(t *testing.T) {
@@ -29,10 +29,10 @@ func TestCommandServesAndStopsOnCancel(t *testing.T) {
 
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
-	var tr *lanplus.Transport
+	var tr *ipmi.Transport
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		dctx, dcancel := context.WithTimeout(ctx, time.Second)
-		tr, err = lanplus.Dial(dctx, lanplus.Config{Host: "127.0.0.1", Port: port, Username: testUser, Password: testPass, Timeout: 100 * time.Millisecond, Retries: 1})
+		tr, err = ipmi.Dial(dctx, ipmi.Config{Host: "127.0.0.1", Port: port, Username: testUser, Password: testPass, Timeout: 100 * time.Millisecond, Retries: 1})
 		dcancel()
 		if err == nil {
 			break

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 )
 
 func TestBadPacketsGetIPMIErrors(t *testing.T) {
@@ -78,7 +78,7 @@ func TestWrongCredentials(t *testing.T) {
 	s := startSim(t)
 	for _, tc := range []struct{ user, pass string }{{testUser, "wrong"}, {"nobody", testPass}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := lanplus.Dial(ctx, lanplus.Config{Host: s.Host, Port: s.Port, Username: tc.user, Password: tc.pass,
+		_, err := ipmi.Dial(ctx, ipmi.Config{Host: s.Host, Port: s.Port, Username: tc.user, Password: tc.pass,
 			Timeout: 150 * time.Millisecond, Retries: 1})
 		cancel()
 		if err == nil {

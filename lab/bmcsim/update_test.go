@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 	"github.com/pogolab/pogo/lab/bmcsim/flash"
 )
 
@@ -41,11 +41,11 @@ func standIns(over map[string]string) map[string]string {
 	return m
 }
 
-func dialSim(t testing.TB, s *testSim, suite int) *lanplus.Transport {
+func dialSim(t testing.TB, s *testSim, suite int) *ipmi.Transport {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tr, err := lanplus.Dial(ctx, lanplus.Config{
+	tr, err := ipmi.Dial(ctx, ipmi.Config{
 		Host: s.Host, Port: s.Port, Username: testUser, Password: testPass,
 		CipherSuite: suite, Timeout: 150 * time.Millisecond, Retries: 1,
 	})

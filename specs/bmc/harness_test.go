@@ -28,7 +28,7 @@ import (
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/bmc"
 	"github.com/pogolab/pogo/drivers/bmc/blob"
-	"github.com/pogolab/pogo/drivers/bmc/lanplus"
+	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
 	"github.com/pogolab/pogo/specs/board"
@@ -358,7 +358,7 @@ func blobRaw(ctx context.Context, port int, sub blob.Subcommand, body []byte) ([
 // crashed earlier run, say).
 func dialDirect(ctx context.Context, s *sim) *blob.Client {
 	GinkgoHelper()
-	tr, err := lanplus.Dial(ctx, lanplus.Config{Host: "127.0.0.1", Port: s.port, Username: user, Password: pass, Timeout: 200 * time.Millisecond})
+	tr, err := ipmi.Dial(ctx, ipmi.Config{Host: "127.0.0.1", Port: s.port, Username: user, Password: pass, Timeout: 200 * time.Millisecond})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(func() { _ = tr.Close(context.Background()) })
 	return &blob.Client{T: tr}
