@@ -82,6 +82,9 @@ func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 	switch {
 	case strings.HasPrefix(target, "unix:"):
 		dopts = append(dopts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if opts.Dialer == nil {
+			dopts = append(dopts, grpc.WithContextDialer(dialUnix))
+		}
 	default:
 		creds, err := tlsCreds(opts)
 		if err != nil {
@@ -284,3 +287,19 @@ func (c *Client) Power(path string) *power.Client { return power.NewClient(c.con
 
 // Console returns the console driver at path.
 func (c *Client) Console(path string) *console.Client { return console.NewClient(c.conn, path) }
+
+// dialUnix connects to a unix socket with buffers large enough for bulk
+// streams (the kernel default of about 200 KiB costs many syscalls per
+// message; the kernel caps the request at net.core.[rw]mem_max).
+func dialUnix(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", strings.TrimPrefix(strings.TrimPrefix(addr, "unix://"), "unix:"))
+	if err != nil {
+		return nil, err
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		_ = uc.SetReadBuffer(4 << 20)
+		_ = uc.SetWriteBuffer(4 << 20)
+	}
+	return c, nil
+}

@@ -23,7 +23,7 @@ func ListenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	return l, nil
+	return bufferedListener{l}, nil
 }
 
 // TLSConfig loads cert and key, or makes a self-signed certificate when
@@ -44,4 +44,21 @@ func TLSConfig(certFile, keyFile string) (*tls.Config, string, error) {
 		return nil, "", fmt.Errorf("tls: %w", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, fp, nil
+}
+
+// socketBuffer is what unix socket connections ask the kernel for: the
+// default (about 200 KiB) splits every bulk message into many syscalls.
+const socketBuffer = 4 << 20
+
+// bufferedListener sizes the socket buffers of every accepted connection.
+type bufferedListener struct{ net.Listener }
+
+func (l bufferedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if uc, ok := c.(*net.UnixConn); ok {
+		// Best effort: the kernel caps it at net.core.[rw]mem_max.
+		_ = uc.SetReadBuffer(socketBuffer)
+		_ = uc.SetWriteBuffer(socketBuffer)
+	}
+	return c, err
 }
