@@ -128,18 +128,21 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// repository opens the registry repository of l with credentials from the
-// docker config file ($DOCKER_CONFIG/config.json or ~/.docker/config.json,
-// including its credential helpers).
-func repository(l location) (*remote.Repository, error) {
-	repo, err := remote.NewRepository(l.reg.Registry + "/" + l.reg.Repository)
+func repository(l location) (*remote.Repository, error) { return Repository(l.reg) }
+
+// Repository opens the registry repository ref names, the way every pogo
+// pull and push does: plain HTTP for loopback registries, credentials from
+// the docker config file ($DOCKER_CONFIG/config.json or
+// ~/.docker/config.json, including its credential helpers).
+func Repository(ref registry.Reference) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(ref.Registry + "/" + ref.Repository)
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: %w", l.reg.Registry, err)
+		return nil, fmt.Errorf("registry %s: %w", ref.Registry, err)
 	}
-	repo.PlainHTTP = isLoopback(l.reg.Registry)
+	repo.PlainHTTP = isLoopback(ref.Registry)
 	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("registry %s: docker credentials: %w", l.reg.Registry, err)
+		return nil, fmt.Errorf("registry %s: docker credentials: %w", ref.Registry, err)
 	}
 	repo.Client = &auth.Client{
 		Client:     retry.DefaultClient,

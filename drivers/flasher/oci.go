@@ -7,20 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/registry"
-	"oras.land/oras-go/v2/registry/remote"
-	"oras.land/oras-go/v2/registry/remote/auth"
-	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/bundles"
 )
 
 func init() { pullImage = pullOCIImage }
@@ -37,16 +32,10 @@ func pullOCIImage(ctx context.Context, ref, cacheDir string) (string, error) {
 	if r.Reference == "" {
 		r.Reference = "latest"
 	}
-	repo, err := remote.NewRepository(r.Registry + "/" + r.Repository)
+	repo, err := bundles.Repository(r)
 	if err != nil {
 		return "", fmt.Errorf("oci://%s: %w", ref, err)
 	}
-	repo.PlainHTTP = loopback(r.Registry)
-	client := &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache()}
-	if store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{}); err == nil {
-		client.Credential = credentials.Credential(store)
-	}
-	repo.Client = client
 
 	_, raw, err := oras.FetchBytes(ctx, repo, r.Reference, oras.DefaultFetchBytesOptions)
 	if err != nil {
@@ -101,17 +90,4 @@ func pullOCIImage(ctx context.Context, ref, cacheDir string) (string, error) {
 		return "", fmt.Errorf("oci://%s: %w", ref, err)
 	}
 	return path, nil
-}
-
-func loopback(host string) bool {
-	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
-		h = hh
-	}
-	h = strings.Trim(h, "[]")
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
