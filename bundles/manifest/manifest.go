@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pogolab/pogo/api/errdefs"
 )
 
 // APIVersion and Kind are what a manifest must declare.
@@ -124,25 +126,7 @@ type FileRef struct {
 func (m *Manifest) Files() []FileRef { return m.files }
 
 // Error is a manifest problem at a place in the file.
-type Error struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+type Error = errdefs.FileError
 
 // Parse checks data as the manifest named name (for messages).
 func Parse(name string, data []byte) (*Manifest, error) {

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/drivers"
 )
 
@@ -78,25 +79,7 @@ type Node struct {
 }
 
 // Error is a config problem at a place in the file.
-type Error struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+type Error = errdefs.FileError
 
 // Load reads and checks the config at path.
 func Load(path string) (*File, error) {

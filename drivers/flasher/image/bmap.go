@@ -13,6 +13,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/pogolab/pogo/api/errdefs"
 )
 
 // Bmap is a bmaptool block map: which blocks of an image hold data, with a
@@ -77,25 +79,7 @@ func (b *Bmap) newHash() hash.Hash {
 }
 
 // BmapError is a problem in a .bmap file at a line.
-type BmapError struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
-
-func (e *BmapError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+type BmapError = errdefs.FileError
 
 // LoadBmap reads and checks the .bmap file at path.
 func LoadBmap(path string) (*Bmap, error) {
