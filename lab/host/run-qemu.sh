@@ -22,6 +22,7 @@ Virtual board ready (board 10.0.2.15; TFTP server 127.0.0.1 as the board sees it
     setenv bootargs console=ttyAMA0 rdinit=/init
     booti 0x40400000 0x48000000:\${filesize} \${fdtcontroladdr}
   j board storage write build/board/demo-os.img   (powered off) boots the demo OS
+  j storage flash build/board/demo-os.img          flashes it through U-Boot, TFTP, busybox and HTTP
 EOT
 RC
 exec "$jmp" shell --exporter-config "$cfg" -- bash --rcfile "$rc" -i
