@@ -406,3 +406,13 @@ func (s *Server) isDirty() bool {
 	defer s.mu.Unlock()
 	return s.dirty
 }
+
+// Holder names the client holding the session, if any.
+func (s *Server) Holder() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.session == nil {
+		return "", false
+	}
+	return s.session.holder, true
+}

@@ -217,3 +217,10 @@ func (t *Tree) addParts(file string, n *config.Node, p drivers.Parent) error {
 	}
 	return nil
 }
+
+// Drivers lists every distinct driver of the tree, children first.
+func (t *Tree) Drivers() []drivers.Driver {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return append([]drivers.Driver(nil), t.built...)
+}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,4 +281,38 @@ func BenchmarkShellTrue(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "shell-ms/op")
 	b.ReportMetric(float64(base.Milliseconds())/float64(b.N), "version-ms/op")
+}
+
+func TestRunServesMetrics(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "exporter.yaml")
+	os.WriteFile(cfg, []byte("kind: ExporterConfig\nmetadata: {name: m}\nexport:\n  http:\n    type: http\n    config: {root: "+filepath.Join(dir, "www")+"}\n"), 0o644)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	d := exec.Command(jmp, "run", "-c", cfg, "--socket", filepath.Join(dir, "e.sock"), "--metrics-listen", addr)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { d.Process.Signal(os.Interrupt); d.Wait() }()
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{"pogo_exporter_session_held 0", "pogo_http_requests_total"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
 }

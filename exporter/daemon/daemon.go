@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
@@ -49,7 +50,7 @@ driver is put into its safe state (power off) and closed.`,
 	f.StringVar(&keyFile, "tls-key", "", "TLS key")
 	f.StringVar(&passphrase, "passphrase", "", "passphrase clients must present (default $JMP_PASSPHRASE)")
 	f.StringVar(&stateDir, "state-dir", "", "directory for driver state")
-	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address (controller mode)")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
 	return cmd
 }
 
@@ -94,6 +95,21 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 	if err != nil {
 		l.Close()
 		return err
+	}
+	if metricsListen != "" {
+		reg := prometheus.NewRegistry()
+		if err := registerServer(reg, s); err != nil {
+			l.Close()
+			s.Stop()
+			return err
+		}
+		stop, err := serveMetrics(metricsListen, reg)
+		if err != nil {
+			l.Close()
+			s.Stop()
+			return err
+		}
+		defer stop()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(l) }()

@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
@@ -100,15 +97,14 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	}
 	go srv.Serve(link.Listener())
 	if metricsListen != "" {
-		ml, err := net.Listen("tcp", metricsListen)
-		if err != nil {
-			return fmt.Errorf("metrics listen on %s: %w", metricsListen, err)
+		if err := registerServer(m.reg, srv); err != nil {
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(ml)
-		defer hs.Close()
+		stop, err := serveMetrics(metricsListen, m.reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving unix://%s and through controller %s\n", f.Metadata.Name, socket, f.Endpoint)
 	go link.Run(ctx)
