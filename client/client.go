@@ -194,7 +194,6 @@ type Session struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	stream pb.Exporter_SessionClient
-	ended  chan string
 }
 
 // SessionOptions tune Open.
@@ -228,22 +227,17 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 		cancel()
 		return nil, errdefs.FromGRPC(err)
 	}
-	s := &Session{Token: ev.GetToken(), cancel: cancel, done: make(chan struct{}), stream: stream, ended: make(chan string, 1)}
+	s := &Session{Token: ev.GetToken(), cancel: cancel, done: make(chan struct{}), stream: stream}
 	c.mu.Lock()
 	c.token = s.Token
 	c.mu.Unlock()
 	go func() {
 		defer close(s.done)
 		for {
-			ev, err := stream.Recv()
-			if err != nil {
+			// Notices from the exporter carry nothing the client acts on;
+			// the stream ending is what matters.
+			if _, err := stream.Recv(); err != nil {
 				return
-			}
-			if m := ev.GetMessage(); m != "" {
-				select {
-				case s.ended <- m:
-				default:
-				}
 			}
 		}
 	}()

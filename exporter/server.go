@@ -119,9 +119,6 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 // Tree returns the server's driver tree.
 func (s *Server) Tree() *Tree { return s.tree }
 
-// Log returns the logger whose records the Logs RPC serves.
-func (s *Server) Log() *slog.Logger { return s.log }
-
 // Serve serves l until Stop.
 func (s *Server) Serve(l net.Listener) error {
 	err := s.grpc.Serve(l)
