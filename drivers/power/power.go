@@ -53,7 +53,14 @@ func Cycle(ctx context.Context, s Switcher, delay time.Duration) error {
 	if c, ok := s.(Cycler); ok {
 		return c.Cycle(ctx, delay)
 	}
-	if err := s.Off(ctx); err != nil {
+	return OffWaitOn(ctx, s.Off, s.On, delay)
+}
+
+// OffWaitOn cycles by hand: off, delay, on. Drivers without a native cycle
+// pass their own switch functions (ones that run under a lock they hold).
+// A context that ends during the wait returns ctx.Err() itself.
+func OffWaitOn(ctx context.Context, off, on func(context.Context) error, delay time.Duration) error {
+	if err := off(ctx); err != nil {
 		return err
 	}
 	t := time.NewTimer(delay)
@@ -63,5 +70,5 @@ func Cycle(ctx context.Context, s Switcher, delay time.Duration) error {
 		return ctx.Err()
 	case <-t.C:
 	}
-	return s.On(ctx)
+	return on(ctx)
 }

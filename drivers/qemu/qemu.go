@@ -317,17 +317,7 @@ func (b *Board) Cycle(ctx context.Context, delay time.Duration) error {
 	if delay == 0 {
 		delay = b.set.cycle
 	}
-	if err := b.Off(ctx); err != nil {
-		return err
-	}
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-	}
-	return b.On(ctx)
+	return power.OffWaitOn(ctx, b.Off, b.On, delay)
 }
 
 // State implements power.Reader from QEMU's own status.

@@ -80,15 +80,7 @@ func (d *Driver) Cycle(ctx context.Context, delay time.Duration) error {
 	if delay == 0 {
 		delay = d.c.Delay
 	}
-	if err := d.Off(ctx); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(delay):
-	}
-	return d.On(ctx)
+	return power.OffWaitOn(ctx, d.Off, d.On, delay)
 }
 
 // State implements power.Reader; without a status command the state is

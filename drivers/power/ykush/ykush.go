@@ -192,17 +192,13 @@ func (d *Driver) Cycle(ctx context.Context, delay time.Duration) error {
 	if delay == 0 {
 		delay = d.delay
 	}
-	if err := d.switchTo(ctx, false); err != nil {
-		return err
-	}
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	off := func(ctx context.Context) error { return d.switchTo(ctx, false) }
+	on := func(ctx context.Context) error { return d.switchTo(ctx, true) }
+	err := power.OffWaitOn(ctx, off, on, delay)
+	if err != nil && err == ctx.Err() {
 		return fmt.Errorf("ykush: cycle %s: %w", d.what(), ctx.Err())
-	case <-t.C:
 	}
-	return d.switchTo(ctx, true)
+	return err
 }
 
 // State reads the port; for all ports it is On or Off only when every
