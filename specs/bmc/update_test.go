@@ -90,7 +90,9 @@ var _ = Describe("BMC firmware update", Label("bmc"), func() {
 			"j bmc update --type image --image "+imgFile+" --signature "+sigFile+" && j bmc blobs && j bmc stat /flash/image")
 		Expect(code).To(Equal(0), errOut)
 		// Not a terminal: progress comes as lines, one per phase at least.
-		for _, line := range []string{"upload: 512.0 KiB/512.0 KiB (100%)", "hash: ", "verify: running", "verify: success", "update: success", "update applied: 512.0 KiB in"} {
+		// Whether "verify: running" shows depends on how fast the BMC verifies
+		// against the first poll, so only verdicts are required here.
+		for _, line := range []string{"upload: 512.0 KiB/512.0 KiB (100%)", "hash: ", "verify: success", "update: success", "update applied: 512.0 KiB in"} {
 			Expect(errOut).To(ContainSubstring(line))
 		}
 		Expect(errOut).NotTo(ContainSubstring("\r"), "a bar drawn into a pipe")
