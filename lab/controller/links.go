@@ -20,6 +20,8 @@ type link struct {
 	name      string
 	send      chan *pb.ControllerMessage
 	cancel    context.CancelFunc
+	// gone is closed when the link ends.
+	gone      chan struct{}
 	onlineRev int64
 }
 
@@ -82,7 +84,7 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 	id, _ := callerOf(stream.Context())
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	l := &link{name: id.Name, send: make(chan *pb.ControllerMessage, 16), cancel: cancel}
+	l := &link{name: id.Name, send: make(chan *pb.ControllerMessage, 16), cancel: cancel, gone: make(chan struct{})}
 	c.lmu.Lock()
 	if old := c.links[id.Name]; old != nil {
 		// A reconnect before the old stream was noticed dead: newest wins.
@@ -96,6 +98,7 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 			delete(c.links, id.Name)
 		}
 		c.lmu.Unlock()
+		close(l.gone)
 		c.dropOnline(l)
 		c.m.exporterLinks.Dec()
 		c.log.Info("exporter offline", "exporter", id.Name)
@@ -207,20 +210,22 @@ func (c *Controller) dropOnline(l *link) {
 }
 
 // notifyDial asks a locally connected exporter to open its tunnel end.
-func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) error {
+func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) (<-chan struct{}, error) {
 	// The exporter opens its end here, where the client waits.
 	dr.Router = c.router
 	c.lmu.Lock()
 	l := c.links[exporter]
 	c.lmu.Unlock()
 	if l == nil {
-		return fmt.Errorf("exporter %s is not connected to controller %s (offline, or reconnecting): %w", exporter, c.router, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("exporter %s is not connected to controller %s (offline, or reconnecting): %w", exporter, c.router, errdefs.ErrUnavailable)
 	}
 	select {
 	case l.send <- &pb.ControllerMessage{Kind: &pb.ControllerMessage_Dial{Dial: dr}}:
-		return nil
+		return l.gone, nil
+	case <-l.gone:
+		return nil, fmt.Errorf("exporter %s went offline: %w", exporter, errdefs.ErrUnavailable)
 	case <-time.After(5 * time.Second):
-		return fmt.Errorf("exporter %s does not take dial requests: %w", exporter, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("exporter %s does not take dial requests: %w", exporter, errdefs.ErrUnavailable)
 	}
 }
 

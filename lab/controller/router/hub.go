@@ -34,8 +34,9 @@ type Hub struct {
 	// Authenticate checks a bearer token.
 	Authenticate func(bearer string) (Caller, error)
 	// Notify asks the named exporter to open its end (over its link). It
-	// fails when the exporter is not connected to this replica.
-	Notify func(exporter string, dr *pb.DialRequest) error
+	// fails when the exporter is not connected to this replica; gone is
+	// closed when the exporter's link ends.
+	Notify func(exporter string, dr *pb.DialRequest) (gone <-chan struct{}, err error)
 	// Bytes counts spliced bytes by direction ("to_exporter",
 	// "to_client"); may be nil.
 	Bytes func(direction string, n int)
@@ -101,7 +102,8 @@ func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
 		}
 	}()
 	dr := &pb.DialRequest{StreamToken: tok, LeaseId: c.Lease, Client: c.Client}
-	if err := h.Notify(c.Exporter, dr); err != nil {
+	gone, err := h.Notify(c.Exporter, dr)
+	if err != nil {
 		return err
 	}
 	t := time.NewTimer(PairTimeout)
@@ -109,6 +111,8 @@ func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
 	var exp net.Conn
 	select {
 	case exp = <-ch:
+	case <-gone:
+		return fmt.Errorf("exporter %s went offline before connecting its end: %w", c.Exporter, errdefs.ErrUnavailable)
 	case <-t.C:
 		return fmt.Errorf("exporter %s did not connect its end within %s: %w", c.Exporter, PairTimeout, errdefs.ErrUnavailable)
 	}
