@@ -17,9 +17,9 @@ import (
 
 // link is an exporter's open Listen stream on this replica.
 type link struct {
-	name      string
-	send      chan *pb.ControllerMessage
-	cancel    context.CancelFunc
+	name   string
+	send   chan *pb.ControllerMessage
+	cancel context.CancelFunc
 	// gone is closed when the link ends.
 	gone      chan struct{}
 	onlineRev int64
