@@ -47,15 +47,29 @@ only the mapped ranges. The board is powered off afterwards.`,
 
 	shell := func(use, short string, busybox bool) *cobra.Command {
 		var debug bool
+		var timeout time.Duration
 		cmd := &cobra.Command{
 			Use:   use,
 			Short: short + " (press Ctrl-B three times to leave)",
-			Args:  cobra.NoArgs,
+			Long: short + ". On a terminal the shell is interactive (press Ctrl-B three times to leave). " +
+				"With piped input it runs the lines one at a time, each after the shell prompts again, " +
+				"prints what the shell printed and exits with the last command's status.",
+			Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				return Interactive(cmd.Context(), &shellAttacher{fl: fl, busybox: busybox, debug: debug, status: cmd.ErrOrStderr()}, os.Stdin, os.Stdout)
+				at := &shellAttacher{fl: fl, busybox: busybox, debug: debug, status: cmd.ErrOrStderr()}
+				if term.IsTerminal(int(os.Stdin.Fd())) {
+					return Interactive(cmd.Context(), at, os.Stdin, os.Stdout)
+				}
+				sh, err := at.open(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer sh.Close()
+				return Script(cmd.Context(), sh, sh.Prompt(), os.Stdin, os.Stdout, timeout)
 			},
 		}
 		cmd.Flags().BoolVar(&debug, "console-debug", false, "print the board's console on the way to the shell")
+		cmd.Flags().DurationVar(&timeout, "command-timeout", 10*time.Minute, "with piped input: how long one line may run before the shell is given up")
 		return cmd
 	}
 	return []*cobra.Command{
@@ -256,6 +270,10 @@ type shellAttacher struct {
 }
 
 func (s *shellAttacher) Attach(ctx context.Context, _ console.AttachOptions) (io.ReadWriteCloser, error) {
+	return s.open(ctx)
+}
+
+func (s *shellAttacher) open(ctx context.Context) (flasher.Shell, error) {
 	events := func(e flasher.Event) {
 		if e.Console != nil {
 			_, _ = s.status.Write(e.Console)

@@ -175,6 +175,20 @@ func (e *Expecter) Discard() {
 	e.mu.Unlock()
 }
 
+// Rest waits until the source has ended (its reader closed) and returns
+// what was read but not matched: how a caller takes the console over
+// from the expecter without losing a byte.
+func (e *Expecter) Rest() []byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.err == nil {
+		e.cond.Wait()
+	}
+	rest := e.pending
+	e.pending = nil
+	return rest
+}
+
 // Transcript returns everything read so far.
 func (e *Expecter) Transcript() string {
 	e.mu.Lock()

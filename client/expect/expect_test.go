@@ -80,3 +80,20 @@ func TestCancelledContext(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestRestHandsOverWhatWasNotMatched(t *testing.T) {
+	e, out, _ := newPair()
+	go func() {
+		io.WriteString(out, "login ok\r\n/ # \x1b[6")
+		out.Close()
+	}()
+	if _, err := e.Expect(context.Background(), time.Second, "# "); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(e.Rest()); got != "\x1b[6" {
+		t.Fatalf("Rest = %q, want the bytes behind the prompt", got)
+	}
+	if got := e.Rest(); len(got) != 0 {
+		t.Fatalf("second Rest = %q, want nothing", got)
+	}
+}

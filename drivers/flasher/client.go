@@ -133,12 +133,12 @@ func (c *Client) recvErr(s grpc.ClientStream, err error) error {
 }
 
 // BootloaderShell implements Programmer.
-func (c *Client) BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error) {
+func (c *Client) BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return c.shell(ctx, opts, events, c.c.BootloaderShell)
 }
 
 // BusyboxShell implements Programmer.
-func (c *Client) BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error) {
+func (c *Client) BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return c.shell(ctx, opts, events, c.c.BusyboxShell)
 }
 
@@ -148,7 +148,7 @@ type shellClient interface {
 	CloseSend() error
 }
 
-func (c *Client) shell(ctx context.Context, opts ShellOptions, events func(Event), open func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[pb.ShellInput, pb.ShellOutput], error)) (io.ReadWriteCloser, error) {
+func (c *Client) shell(ctx context.Context, opts ShellOptions, events func(Event), open func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[pb.ShellInput, pb.ShellOutput], error)) (Shell, error) {
 	ctx, cancel := context.WithCancel(rpcmeta.WithPath(ctx, c.path))
 	s, err := open(ctx)
 	if err != nil {
@@ -163,6 +163,7 @@ func (c *Client) shell(ctx context.Context, opts ShellOptions, events func(Event
 		}
 		return nil, errdefs.FromGRPC(err)
 	}
+	var prompt string
 	for {
 		m, err := s.Recv()
 		if err != nil {
@@ -174,9 +175,11 @@ func (c *Client) shell(ctx context.Context, opts ShellOptions, events func(Event
 		}
 		switch msg := m.GetMsg().(type) {
 		case *pb.ShellOutput_Ready:
-			r := &remoteShell{s: s, cancel: cancel, out: newBufPipe(), done: make(chan struct{})}
+			r := &remoteShell{s: s, cancel: cancel, out: newBufPipe(), done: make(chan struct{}), prompt: prompt}
 			go r.recv()
 			return r, nil
+		case *pb.ShellOutput_Prompt:
+			prompt = msg.Prompt
 		case *pb.ShellOutput_Status:
 			if events != nil {
 				events(Event{Message: msg.Status})
@@ -199,6 +202,7 @@ type remoteShell struct {
 	done   chan struct{}
 	err    error
 	wmu    sync.Mutex
+	prompt string
 	once   sync.Once
 }
 
@@ -238,6 +242,9 @@ func (r *remoteShell) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Prompt implements Shell.
+func (r *remoteShell) Prompt() string { return r.prompt }
 
 // Close ends the shell; the exporter powers the board off.
 func (r *remoteShell) Close() error {

@@ -25,10 +25,18 @@ type Programmer interface {
 	// receive progress. The board is powered off afterwards, failure or not.
 	Flash(ctx context.Context, img Image, opts FlashOptions, events func(Event)) (Result, error)
 	// BootloaderShell brings the board to its U-Boot prompt and returns
-	// the console as writer. Closing it powers the board off.
-	BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error)
+	// the console as a Shell. Closing it powers the board off.
+	BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error)
 	// BusyboxShell boots the flasher and returns its shell.
-	BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error)
+	BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error)
+}
+
+// Shell is an open bootloader or flasher shell: the board's console, whose
+// output starts with the prompt the flasher stopped at.
+type Shell interface {
+	io.ReadWriteCloser
+	// Prompt is how the shell's prompt ends ("=> ", "# ").
+	Prompt() string
 }
 
 // Image is what to flash: exactly one of Reader, URL and OCIRef.

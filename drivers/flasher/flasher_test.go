@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -300,15 +299,18 @@ func TestShells(t *testing.T) {
 	pw := power.NewClient(c.Conn(), "board.power")
 	for _, tc := range []struct {
 		name       string
-		open       func(context.Context, flasher.ShellOptions, func(flasher.Event)) (io.ReadWriteCloser, error)
-		cmd, reply string
+		open       func(context.Context, flasher.ShellOptions, func(flasher.Event)) (flasher.Shell, error)
+		cmd, reply, prompt string
 	}{
-		{"bootloader", fl.BootloaderShell, "version", "U-Boot 20"},
-		{"busybox", fl.BusyboxShell, "uname -m", "aarch64"},
+		{"bootloader", fl.BootloaderShell, "version", "U-Boot 20", "=> "},
+		{"busybox", fl.BusyboxShell, "uname -m", "aarch64", "# "},
 	} {
 		sh, err := tc.open(ctx, flasher.ShellOptions{}, nil)
 		if err != nil {
 			t.Fatalf("%s shell: %v", tc.name, err)
+		}
+		if got := sh.Prompt(); got != tc.prompt {
+			t.Errorf("%s shell prompt %q, want %q", tc.name, got, tc.prompt)
 		}
 		e := expect.New(sh)
 		if err := e.SendLine(tc.cmd); err != nil {

@@ -161,6 +161,9 @@ func (s *server) shell(stream shellStream, busybox bool) error {
 		return errdefs.ToGRPC(err)
 	}
 	defer sh.Close()
+	if err := send(&pb.ShellOutput{Msg: &pb.ShellOutput_Prompt{Prompt: sh.Prompt()}}); err != nil {
+		return err
+	}
 	if err := send(&pb.ShellOutput{Msg: &pb.ShellOutput_Ready{Ready: true}}); err != nil {
 		return err
 	}

@@ -57,15 +57,16 @@ func (s *session) pump() {
 	for {
 		n, err := s.att.Read(buf)
 		if n > 0 {
+			// The lock is held across the write so handOver never switches
+			// destinations under a chunk in flight.
 			s.mu.Lock()
-			dest, debug := s.dest, s.debug
-			s.mu.Unlock()
-			if debug {
+			if s.debug {
 				s.emit(Event{Console: append([]byte(nil), buf[:n]...)})
 			}
-			if dest != nil {
-				_, _ = dest.Write(buf[:n])
+			if s.dest != nil {
+				_, _ = s.dest.Write(buf[:n])
 			}
+			s.mu.Unlock()
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -80,17 +81,17 @@ func (s *session) pump() {
 	}
 }
 
-// handOver sends console output to w from now on, after what the
-// expecter read but did not consume.
-func (s *session) handOver(w io.WriteCloser, pending string) {
+// handOver sends console output to w from now on: first consumed (the
+// prompt the expecter matched), then what the expecter read but did not
+// match (busybox's cursor query behind its prompt), then the live console.
+func (s *session) handOver(w io.WriteCloser, consumed string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if pending != "" {
-		_, _ = io.WriteString(w, pending)
-	}
-	s.dest = w
 	s.pw.Close()
 	s.pw = nil
+	_, _ = io.WriteString(w, consumed)
+	_, _ = w.Write(s.e.Rest())
+	s.dest = w
 }
 
 func (s *session) close() {

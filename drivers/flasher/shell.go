@@ -8,16 +8,16 @@ import (
 )
 
 // BootloaderShell implements Programmer.
-func (d *Driver) BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error) {
+func (d *Driver) BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return d.shell(ctx, opts, events, false)
 }
 
 // BusyboxShell implements Programmer.
-func (d *Driver) BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (io.ReadWriteCloser, error) {
+func (d *Driver) BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return d.shell(ctx, opts, events, true)
 }
 
-func (d *Driver) shell(ctx context.Context, opts ShellOptions, events func(Event), busybox bool) (_ io.ReadWriteCloser, err error) {
+func (d *Driver) shell(ctx context.Context, opts ShellOptions, events func(Event), busybox bool) (_ Shell, err error) {
 	emit := syncEmit(events)
 	unlock, err := d.lock()
 	if err != nil {
@@ -52,6 +52,7 @@ func (d *Driver) shell(ctx context.Context, opts ShellOptions, events func(Event
 	} else if _, _, err := d.toBootloader(ctx, s, b, emit); err != nil {
 		return nil, err
 	}
+	sh.prompt = prompt
 	// The console output from now on goes to the shell's reader; the
 	// prompt the flasher consumed is shown first.
 	sh.out = newBufPipe()
@@ -69,11 +70,15 @@ type shellConn struct {
 	s      *session
 	unlock func()
 	out    *bufPipe
+	prompt string
 	once   sync.Once
 }
 
 func (c *shellConn) Read(p []byte) (int, error)  { return c.out.Read(p) }
 func (c *shellConn) Write(p []byte) (int, error) { return c.s.att.Write(p) }
+
+// Prompt implements Shell.
+func (c *shellConn) Prompt() string { return c.prompt }
 
 func (c *shellConn) Close() error {
 	var err error

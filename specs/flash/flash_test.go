@@ -135,7 +135,14 @@ func indent(lines []string) string {
 // its combined output and exit code.
 func jmpShell(ctx context.Context, cfg string, args ...string) (string, int) {
 	GinkgoHelper()
+	return jmpShellIn(ctx, cfg, "", args...)
+}
+
+// jmpShellIn is jmpShell with stdin piped from in.
+func jmpShellIn(ctx context.Context, cfg, in string, args ...string) (string, int) {
+	GinkgoHelper()
 	cmd := exec.CommandContext(ctx, lab.jmp, append([]string{"shell", "--exporter-config", cfg, "--", "j"}, args...)...)
+	cmd.Stdin = strings.NewReader(in)
 	cmd.Env = withoutJMP(os.Environ())
 	var out bytes.Buffer
 	cmd.Stdout = io.MultiWriter(&out, GinkgoWriter)
@@ -320,6 +327,24 @@ var _ = Describe("j storage flash", Label("qemu", "flash"), func() {
 		noQEMU(disk)
 		Expect(board.ProcessesUsing(bios)).To(BeEmpty())
 	}, SpecTimeout(2*time.Minute))
+
+	It("runs piped commands in the bootloader and busybox shells and exits with the last status", func(ctx SpecContext) {
+		cfg, disk := exporterConfig("scripted", nil, nil)
+		out, code := jmpShellIn(ctx, cfg, "echo uboot-says-${board}\nversion\n", "storage", "bootloader-shell")
+		Expect(code).To(Equal(0), out)
+		Expect(out).To(ContainSubstring("uboot-says-qemu-arm\r"), "U-Boot expanded its own variable")
+		Expect(out).To(MatchRegexp(`=> version\r?\nU-Boot 20`))
+		noQEMU(disk)
+
+		script := "grep -c ^processor /proc/cpuinfo\nfor d in vda; do\n  test -b /dev/$d && echo has-$d\ndone\nls /nonexistent\n"
+		out, code = jmpShellIn(ctx, cfg, script, "storage", "busybox-shell")
+		Expect(code).To(Equal(1), "ls' status comes back as the exit code\n%s", out)
+		Expect(out).To(MatchRegexp(`# grep -c \^processor /proc/cpuinfo\r?\n1\r?\n`))
+		Expect(out).To(ContainSubstring("has-vda"))
+		Expect(out).To(ContainSubstring("/nonexistent: No such file or directory"))
+		Expect(out).NotTo(ContainSubstring("pogo-rc-"))
+		noQEMU(disk)
+	}, SpecTimeout(4*time.Minute))
 })
 
 // patternReader repeats a marker that no image holds.

@@ -712,6 +712,7 @@ type ShellOutput struct {
 	//	*ShellOutput_Data
 	//	*ShellOutput_Status
 	//	*ShellOutput_Ready
+	//	*ShellOutput_Prompt
 	Msg           isShellOutput_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -781,6 +782,15 @@ func (x *ShellOutput) GetReady() bool {
 	return false
 }
 
+func (x *ShellOutput) GetPrompt() string {
+	if x != nil {
+		if x, ok := x.Msg.(*ShellOutput_Prompt); ok {
+			return x.Prompt
+		}
+	}
+	return ""
+}
+
 type isShellOutput_Msg interface {
 	isShellOutput_Msg()
 }
@@ -799,11 +809,19 @@ type ShellOutput_Ready struct {
 	Ready bool `protobuf:"varint,3,opt,name=ready,proto3,oneof"`
 }
 
+type ShellOutput_Prompt struct {
+	// prompt is sent once, just before ready: how the shell's prompt
+	// ends ("=> " for U-Boot, the bundle's login prompt for busybox).
+	Prompt string `protobuf:"bytes,4,opt,name=prompt,proto3,oneof"`
+}
+
 func (*ShellOutput_Data) isShellOutput_Msg() {}
 
 func (*ShellOutput_Status) isShellOutput_Msg() {}
 
 func (*ShellOutput_Ready) isShellOutput_Msg() {}
+
+func (*ShellOutput_Prompt) isShellOutput_Msg() {}
 
 var File_pogo_v1_flasher_proto protoreflect.FileDescriptor
 
@@ -857,11 +875,12 @@ const file_pogo_v1_flasher_proto_rawDesc = "" +
 	"ShellInput\x12(\n" +
 	"\x04open\x18\x01 \x01(\v2\x12.pogo.v1.ShellOpenH\x00R\x04open\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
-	"\x03msg\"\\\n" +
+	"\x03msg\"v\n" +
 	"\vShellOutput\x12\x14\n" +
 	"\x04data\x18\x01 \x01(\fH\x00R\x04data\x12\x18\n" +
 	"\x06status\x18\x02 \x01(\tH\x00R\x06status\x12\x16\n" +
-	"\x05ready\x18\x03 \x01(\bH\x00R\x05readyB\x05\n" +
+	"\x05ready\x18\x03 \x01(\bH\x00R\x05ready\x12\x18\n" +
+	"\x06prompt\x18\x04 \x01(\tH\x00R\x06promptB\x05\n" +
 	"\x03msg2\xc3\x01\n" +
 	"\aFlasher\x127\n" +
 	"\x05Flash\x12\x15.pogo.v1.FlashRequest\x1a\x13.pogo.v1.FlashEvent(\x010\x01\x12@\n" +
@@ -939,6 +958,7 @@ func file_pogo_v1_flasher_proto_init() {
 		(*ShellOutput_Data)(nil),
 		(*ShellOutput_Status)(nil),
 		(*ShellOutput_Ready)(nil),
+		(*ShellOutput_Prompt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
