@@ -475,5 +475,6 @@ func adminCmd() *cobra.Command {
 	policy.Flags().IntVar(&prio, "priority", 0, "queue priority (higher is served first)")
 	policy.Flags().StringVarP(&sel, "selector", "l", "", "exporters the client may see and lease (empty: all)")
 	cmd.AddCommand(create, ca, enable("disable", false), enable("enable", true), policy)
+	cmd.AddCommand(adminIdentityCmds(admin)...)
 	return cmd
 }

@@ -22,6 +22,9 @@ import (
 type identity struct {
 	Kind string
 	Name string
+	// Rev is the create revision of the record the token was checked
+	// against: a deleted and re-created identity has another.
+	Rev int64
 }
 
 type callerKey struct{}
@@ -62,19 +65,20 @@ func (c *Controller) checkToken(tok string) (identity, error) {
 		return identity{}, fmt.Errorf("token: %v: %w", err, errdefs.ErrUnauthorized)
 	}
 	var hash string
+	var rev int64
 	c.cache.Read(func(v *store.View) {
 		if kind == auth.Client {
 			if id := v.Clients[name]; id != nil {
-				hash = id.TokenHash
+				hash, rev = id.TokenHash, id.Create
 			}
 		} else if e := v.Exporters[name]; e != nil {
-			hash = e.TokenHash
+			hash, rev = e.TokenHash, e.Create
 		}
 	})
 	if hash == "" || !auth.Check(hash, secret) {
 		return identity{}, fmt.Errorf("%s %q: unknown or revoked token: %w", kind, name, errdefs.ErrUnauthorized)
 	}
-	return identity{Kind: kind, Name: name}, nil
+	return identity{Kind: kind, Name: name, Rev: rev}, nil
 }
 
 func (c *Controller) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

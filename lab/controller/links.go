@@ -132,11 +132,11 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 	beat := time.NewTicker(10 * time.Second)
 	defer beat.Stop()
 	for {
-		// Wake on this exporter's assignment and its lease only: a lab of
-		// a thousand exporters must not wake them all on every change.
-		cur := c.assignment(id.Name)
-		changed, stop := c.cache.ChangedKeys(store.AssignPrefix+id.Name, store.LeasesPrefix+cur.GetLeaseId())
-		if cur2 := c.assignment(id.Name); !proto.Equal(cur, cur2) {
+		// Wake on this exporter's record, assignment and lease only: a lab
+		// of a thousand exporters must not wake them all on every change.
+		cur, gone := c.linkState(id)
+		changed, stop := c.cache.ChangedKeys(store.ExportersPrefix+id.Name, store.AssignPrefix+id.Name, store.LeasesPrefix+cur.GetLeaseId())
+		if cur2, gone2 := c.linkState(id); gone2 != gone || !proto.Equal(cur, cur2) {
 			stop()
 			continue
 		}
@@ -146,6 +146,14 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 				return err
 			}
 			last = cur
+		}
+		if gone {
+			// Deleted: the deletion ended its lease in the same
+			// transaction, and the exporter has just been told; from now
+			// on its token is refused.
+			stop()
+			c.log.Info("exporter deleted; ending its link", "exporter", id.Name)
+			return errdefs.ToGRPC(fmt.Errorf("exporter %q was deleted: %w", id.Name, errdefs.ErrUnauthorized))
 		}
 		err := func() error {
 			defer stop()
@@ -171,16 +179,20 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 	}
 }
 
-// assignment is what the exporter should enforce now.
-func (c *Controller) assignment(name string) *pb.LeaseAssignment {
+// linkState is what the exporter linked as id should enforce now, and
+// whether id is gone (deleted, or deleted and created again).
+func (c *Controller) linkState(id identity) (*pb.LeaseAssignment, bool) {
 	a := &pb.LeaseAssignment{}
+	gone := false
 	c.cache.Read(func(v *store.View) {
-		l := v.Leases[v.Assign[name]]
-		if l != nil && l.State == store.Ready && l.Exporter == name {
+		e := v.Exporters[id.Name]
+		gone = e == nil || e.Create != id.Rev
+		l := v.Leases[v.Assign[id.Name]]
+		if l != nil && l.State == store.Ready && l.Exporter == id.Name {
 			a.LeaseId, a.Client, a.End = l.ID, l.Client, timestamppb.New(l.End)
 		}
 	})
-	return a
+	return a, gone
 }
 
 func (c *Controller) putOnline(ctx context.Context, l *link) error {

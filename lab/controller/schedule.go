@@ -79,6 +79,10 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		expired []*store.Lease
 		stale   []string
 		invalid []*store.Lease
+		// orphans are ready leases whose client or exporter was deleted
+		// (the deletion ends them itself, except a lease requested as
+		// the client was deleted): lease id → reason.
+		orphans = map[string]string{}
 		rev     int64
 	)
 	c.cache.Read(func(v *store.View) {
@@ -97,7 +101,11 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 					next = t
 				}
 			case store.Ready:
-				if !l.End.After(now) {
+				if v.Clients[l.Client] == nil {
+					orphans[l.ID] = "client " + l.Client + " deleted"
+				} else if v.Exporters[l.Exporter] == nil {
+					orphans[l.ID] = "exporter " + l.Exporter + " deleted"
+				} else if !l.End.After(now) {
 					expired = append(expired, l)
 				} else if l.End.Before(next) {
 					next = l.End
@@ -134,6 +142,11 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 	}
 	for _, l := range invalid {
 		_ = c.finish(ctx, l.ID, store.Invalid, "client "+l.Client+" no longer exists")
+	}
+	for id, reason := range orphans {
+		if err := c.finish(ctx, id, store.Ended, reason); err != nil {
+			c.log.Warn("end lease of a deleted identity", "lease", id, "err", err)
+		}
 	}
 	c.purge(ctx, stale)
 	if len(reqs) == 0 {
@@ -221,13 +234,8 @@ func (c *Controller) commitGrants(ctx context.Context, gs []grant) bool {
 // no-op on a lease that is already final.
 func (c *Controller) finish(ctx context.Context, id, state, reason string) error {
 	_, err := c.modifyLease(ctx, id, func(l *store.Lease) error {
-		if l.Final() {
+		if !endRecord(l, state, reason, time.Now()) {
 			return errFinal
-		}
-		l.State, l.Reason = state, reason
-		now := time.Now()
-		if l.End.IsZero() || l.End.After(now) {
-			l.End = now
 		}
 		return nil
 	})
@@ -238,6 +246,32 @@ func (c *Controller) finish(ctx context.Context, id, state, reason string) error
 }
 
 var errFinal = fmt.Errorf("lease is final")
+
+// endRecord moves l into a final state at now; false if it already was.
+func endRecord(l *store.Lease, state, reason string, now time.Time) bool {
+	if l.Final() {
+		return false
+	}
+	l.State, l.Reason = state, reason
+	if l.End.IsZero() || l.End.After(now) {
+		l.End = now
+	}
+	return true
+}
+
+// leaseWrite is the compare and the operations that store l over the
+// version read at l.Mod; free also deletes its exporter's assignment if it
+// still names l (a lease leaving Ready).
+func leaseWrite(l *store.Lease, free bool) ([]clientv3.Cmp, []clientv3.Op) {
+	key := store.LeasesPrefix + l.ID
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", l.Mod)}
+	ops := []clientv3.Op{clientv3.OpPut(key, jsonString(l))}
+	if free && l.Exporter != "" {
+		ak := store.AssignPrefix + l.Exporter
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ak), "=", l.ID)}, []clientv3.Op{clientv3.OpDelete(ak)}, nil))
+	}
+	return cmps, ops
+}
 
 // modifyLease rewrites a lease with f against its latest version in
 // etcd; a lease leaving Ready frees its exporter in the same transaction.
@@ -260,13 +294,7 @@ func (c *Controller) modifyLease(ctx context.Context, id string, f func(*store.L
 		if err := f(&l); err != nil {
 			return &l, err
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", l.Mod)}
-		ops := []clientv3.Op{clientv3.OpPut(key, jsonString(&l))}
-		if wasReady && l.State != store.Ready && l.Exporter != "" {
-			// Delete the assignment only if it still names this lease.
-			ak := store.AssignPrefix + l.Exporter
-			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ak), "=", id)}, []clientv3.Op{clientv3.OpDelete(ak)}, nil))
-		}
+		cmps, ops := leaseWrite(&l, wasReady && l.State != store.Ready)
 		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return nil, fmt.Errorf("write lease %s: %w", id, err)

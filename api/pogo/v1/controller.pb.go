@@ -88,6 +88,55 @@ func (LeaseState) EnumDescriptor() ([]byte, []int) {
 	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{0}
 }
 
+type IdentityKind int32
+
+const (
+	IdentityKind_IDENTITY_KIND_UNSPECIFIED IdentityKind = 0
+	IdentityKind_IDENTITY_KIND_CLIENT      IdentityKind = 1
+	IdentityKind_IDENTITY_KIND_EXPORTER    IdentityKind = 2
+)
+
+// Enum value maps for IdentityKind.
+var (
+	IdentityKind_name = map[int32]string{
+		0: "IDENTITY_KIND_UNSPECIFIED",
+		1: "IDENTITY_KIND_CLIENT",
+		2: "IDENTITY_KIND_EXPORTER",
+	}
+	IdentityKind_value = map[string]int32{
+		"IDENTITY_KIND_UNSPECIFIED": 0,
+		"IDENTITY_KIND_CLIENT":      1,
+		"IDENTITY_KIND_EXPORTER":    2,
+	}
+)
+
+func (x IdentityKind) Enum() *IdentityKind {
+	p := new(IdentityKind)
+	*p = x
+	return p
+}
+
+func (x IdentityKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IdentityKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_pogo_v1_controller_proto_enumTypes[1].Descriptor()
+}
+
+func (IdentityKind) Type() protoreflect.EnumType {
+	return &file_pogo_v1_controller_proto_enumTypes[1]
+}
+
+func (x IdentityKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IdentityKind.Descriptor instead.
+func (IdentityKind) EnumDescriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{1}
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Labels        map[string]string      `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -1668,6 +1717,279 @@ func (x *GetCAResponse) GetPem() string {
 	return ""
 }
 
+type ListIdentitiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentitiesRequest) Reset() {
+	*x = ListIdentitiesRequest{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentitiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentitiesRequest) ProtoMessage() {}
+
+func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
+func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{26}
+}
+
+type ListIdentitiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identities    []*Identity            `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentitiesResponse) Reset() {
+	*x = ListIdentitiesResponse{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentitiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentitiesResponse) ProtoMessage() {}
+
+func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
+func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+// Identity is a client or an exporter as the admin sees it.
+type Identity struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Kind    IdentityKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=pogo.v1.IdentityKind" json:"kind,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created,proto3" json:"created,omitempty"`
+	// policy is a client's (priority 0 and every exporter when none was set).
+	Policy *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// enabled, online and registered (last registration; unset: never) are
+	// an exporter's.
+	Enabled       bool                   `protobuf:"varint,5,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Online        bool                   `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
+	Registered    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=registered,proto3" json:"registered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Identity) Reset() {
+	*x = Identity{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Identity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Identity) ProtoMessage() {}
+
+func (x *Identity) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Identity.ProtoReflect.Descriptor instead.
+func (*Identity) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Identity) GetKind() IdentityKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IdentityKind_IDENTITY_KIND_UNSPECIFIED
+}
+
+func (x *Identity) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Identity) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Identity) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *Identity) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Identity) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *Identity) GetRegistered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Registered
+	}
+	return nil
+}
+
+type DeleteIdentityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          IdentityKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=pogo.v1.IdentityKind" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteIdentityRequest) Reset() {
+	*x = DeleteIdentityRequest{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteIdentityRequest) ProtoMessage() {}
+
+func (x *DeleteIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteIdentityRequest.ProtoReflect.Descriptor instead.
+func (*DeleteIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteIdentityRequest) GetKind() IdentityKind {
+	if x != nil {
+		return x.Kind
+	}
+	return IdentityKind_IDENTITY_KIND_UNSPECIFIED
+}
+
+func (x *DeleteIdentityRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteIdentityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ended_leases are the leases the deletion ended.
+	EndedLeases   []string `protobuf:"bytes,1,rep,name=ended_leases,json=endedLeases,proto3" json:"ended_leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteIdentityResponse) Reset() {
+	*x = DeleteIdentityResponse{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteIdentityResponse) ProtoMessage() {}
+
+func (x *DeleteIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteIdentityResponse.ProtoReflect.Descriptor instead.
+func (*DeleteIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DeleteIdentityResponse) GetEndedLeases() []string {
+	if x != nil {
+		return x.EndedLeases
+	}
+	return nil
+}
+
 var File_pogo_v1_controller_proto protoreflect.FileDescriptor
 
 const file_pogo_v1_controller_proto_rawDesc = "" +
@@ -1784,7 +2106,27 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\bselector\x18\x03 \x01(\tR\bselector\"\x0e\n" +
 	"\fGetCARequest\"!\n" +
 	"\rGetCAResponse\x12\x10\n" +
-	"\x03pem\x18\x01 \x01(\tR\x03pem*\xa8\x01\n" +
+	"\x03pem\x18\x01 \x01(\tR\x03pem\"\x17\n" +
+	"\x15ListIdentitiesRequest\"K\n" +
+	"\x16ListIdentitiesResponse\x121\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\v2\x11.pogo.v1.IdentityR\n" +
+	"identities\"\x96\x02\n" +
+	"\bIdentity\x12)\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x15.pogo.v1.IdentityKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x124\n" +
+	"\acreated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12'\n" +
+	"\x06policy\x18\x04 \x01(\v2\x0f.pogo.v1.PolicyR\x06policy\x12\x18\n" +
+	"\aenabled\x18\x05 \x01(\bR\aenabled\x12\x16\n" +
+	"\x06online\x18\x06 \x01(\bR\x06online\x12:\n" +
+	"\n" +
+	"registered\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"registered\"V\n" +
+	"\x15DeleteIdentityRequest\x12)\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x15.pogo.v1.IdentityKindR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\";\n" +
+	"\x16DeleteIdentityResponse\x12!\n" +
+	"\fended_leases\x18\x01 \x03(\tR\vendedLeases*\xa8\x01\n" +
 	"\n" +
 	"LeaseState\x12\x1b\n" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1792,7 +2134,11 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x11LEASE_STATE_READY\x10\x02\x12\x15\n" +
 	"\x11LEASE_STATE_ENDED\x10\x03\x12\x1d\n" +
 	"\x19LEASE_STATE_UNSATISFIABLE\x10\x04\x12\x17\n" +
-	"\x13LEASE_STATE_INVALID\x10\x052\x93\x01\n" +
+	"\x13LEASE_STATE_INVALID\x10\x05*c\n" +
+	"\fIdentityKind\x12\x1d\n" +
+	"\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14IDENTITY_KIND_CLIENT\x10\x01\x12\x1a\n" +
+	"\x16IDENTITY_KIND_EXPORTER\x10\x022\x93\x01\n" +
 	"\fExporterLink\x12?\n" +
 	"\bRegister\x12\x18.pogo.v1.RegisterRequest\x1a\x19.pogo.v1.RegisterResponse\x12B\n" +
 	"\x06Listen\x12\x18.pogo.v1.ExporterMessage\x1a\x1a.pogo.v1.ControllerMessage(\x010\x012\x82\x04\n" +
@@ -1806,13 +2152,15 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\n" +
 	"WatchLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease0\x01\x12N\n" +
 	"\rListExporters\x12\x1d.pogo.v1.ListExportersRequest\x1a\x1e.pogo.v1.ListExportersResponse\x12=\n" +
-	"\x04Dial\x12\x19.pogo.v1.DialLeaseRequest\x1a\x1a.pogo.v1.DialLeaseResponse2\xe3\x02\n" +
+	"\x04Dial\x12\x19.pogo.v1.DialLeaseRequest\x1a\x1a.pogo.v1.DialLeaseResponse2\x89\x04\n" +
 	"\x05Admin\x12O\n" +
 	"\fCreateClient\x12\x1e.pogo.v1.CreateIdentityRequest\x1a\x1f.pogo.v1.CreateIdentityResponse\x12Q\n" +
 	"\x0eCreateExporter\x12\x1e.pogo.v1.CreateIdentityRequest\x1a\x1f.pogo.v1.CreateIdentityResponse\x12O\n" +
 	"\x12SetExporterEnabled\x12\".pogo.v1.SetExporterEnabledRequest\x1a\x15.pogo.v1.ExporterInfo\x12-\n" +
 	"\tSetPolicy\x12\x0f.pogo.v1.Policy\x1a\x0f.pogo.v1.Policy\x126\n" +
-	"\x05GetCA\x12\x15.pogo.v1.GetCARequest\x1a\x16.pogo.v1.GetCAResponseB,Z*github.com/pogolab/pogo/api/pogo/v1;pogov1b\x06proto3"
+	"\x05GetCA\x12\x15.pogo.v1.GetCARequest\x1a\x16.pogo.v1.GetCAResponse\x12Q\n" +
+	"\x0eListIdentities\x12\x1e.pogo.v1.ListIdentitiesRequest\x1a\x1f.pogo.v1.ListIdentitiesResponse\x12Q\n" +
+	"\x0eDeleteIdentity\x12\x1e.pogo.v1.DeleteIdentityRequest\x1a\x1f.pogo.v1.DeleteIdentityResponseB,Z*github.com/pogolab/pogo/api/pogo/v1;pogov1b\x06proto3"
 
 var (
 	file_pogo_v1_controller_proto_rawDescOnce sync.Once
@@ -1826,106 +2174,122 @@ func file_pogo_v1_controller_proto_rawDescGZIP() []byte {
 	return file_pogo_v1_controller_proto_rawDescData
 }
 
-var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_pogo_v1_controller_proto_goTypes = []any{
 	(LeaseState)(0),                   // 0: pogo.v1.LeaseState
-	(*RegisterRequest)(nil),           // 1: pogo.v1.RegisterRequest
-	(*RegisterResponse)(nil),          // 2: pogo.v1.RegisterResponse
-	(*ExporterMessage)(nil),           // 3: pogo.v1.ExporterMessage
-	(*Heartbeat)(nil),                 // 4: pogo.v1.Heartbeat
-	(*EndLeaseRequest)(nil),           // 5: pogo.v1.EndLeaseRequest
-	(*ControllerMessage)(nil),         // 6: pogo.v1.ControllerMessage
-	(*LeaseAssignment)(nil),           // 7: pogo.v1.LeaseAssignment
-	(*DialRequest)(nil),               // 8: pogo.v1.DialRequest
-	(*Lease)(nil),                     // 9: pogo.v1.Lease
-	(*CreateLeaseRequest)(nil),        // 10: pogo.v1.CreateLeaseRequest
-	(*GetLeaseRequest)(nil),           // 11: pogo.v1.GetLeaseRequest
-	(*ListLeasesRequest)(nil),         // 12: pogo.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),        // 13: pogo.v1.ListLeasesResponse
-	(*UpdateLeaseRequest)(nil),        // 14: pogo.v1.UpdateLeaseRequest
-	(*DeleteLeaseRequest)(nil),        // 15: pogo.v1.DeleteLeaseRequest
-	(*ListExportersRequest)(nil),      // 16: pogo.v1.ListExportersRequest
-	(*ListExportersResponse)(nil),     // 17: pogo.v1.ListExportersResponse
-	(*ExporterInfo)(nil),              // 18: pogo.v1.ExporterInfo
-	(*DialLeaseRequest)(nil),          // 19: pogo.v1.DialLeaseRequest
-	(*DialLeaseResponse)(nil),         // 20: pogo.v1.DialLeaseResponse
-	(*CreateIdentityRequest)(nil),     // 21: pogo.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),    // 22: pogo.v1.CreateIdentityResponse
-	(*SetExporterEnabledRequest)(nil), // 23: pogo.v1.SetExporterEnabledRequest
-	(*Policy)(nil),                    // 24: pogo.v1.Policy
-	(*GetCARequest)(nil),              // 25: pogo.v1.GetCARequest
-	(*GetCAResponse)(nil),             // 26: pogo.v1.GetCAResponse
-	nil,                               // 27: pogo.v1.RegisterRequest.LabelsEntry
-	nil,                               // 28: pogo.v1.Lease.TagsEntry
-	nil,                               // 29: pogo.v1.CreateLeaseRequest.TagsEntry
-	nil,                               // 30: pogo.v1.ExporterInfo.LabelsEntry
-	(*ReportResponse)(nil),            // 31: pogo.v1.ReportResponse
-	(*timestamppb.Timestamp)(nil),     // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 33: google.protobuf.Duration
+	(IdentityKind)(0),                 // 1: pogo.v1.IdentityKind
+	(*RegisterRequest)(nil),           // 2: pogo.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 3: pogo.v1.RegisterResponse
+	(*ExporterMessage)(nil),           // 4: pogo.v1.ExporterMessage
+	(*Heartbeat)(nil),                 // 5: pogo.v1.Heartbeat
+	(*EndLeaseRequest)(nil),           // 6: pogo.v1.EndLeaseRequest
+	(*ControllerMessage)(nil),         // 7: pogo.v1.ControllerMessage
+	(*LeaseAssignment)(nil),           // 8: pogo.v1.LeaseAssignment
+	(*DialRequest)(nil),               // 9: pogo.v1.DialRequest
+	(*Lease)(nil),                     // 10: pogo.v1.Lease
+	(*CreateLeaseRequest)(nil),        // 11: pogo.v1.CreateLeaseRequest
+	(*GetLeaseRequest)(nil),           // 12: pogo.v1.GetLeaseRequest
+	(*ListLeasesRequest)(nil),         // 13: pogo.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),        // 14: pogo.v1.ListLeasesResponse
+	(*UpdateLeaseRequest)(nil),        // 15: pogo.v1.UpdateLeaseRequest
+	(*DeleteLeaseRequest)(nil),        // 16: pogo.v1.DeleteLeaseRequest
+	(*ListExportersRequest)(nil),      // 17: pogo.v1.ListExportersRequest
+	(*ListExportersResponse)(nil),     // 18: pogo.v1.ListExportersResponse
+	(*ExporterInfo)(nil),              // 19: pogo.v1.ExporterInfo
+	(*DialLeaseRequest)(nil),          // 20: pogo.v1.DialLeaseRequest
+	(*DialLeaseResponse)(nil),         // 21: pogo.v1.DialLeaseResponse
+	(*CreateIdentityRequest)(nil),     // 22: pogo.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),    // 23: pogo.v1.CreateIdentityResponse
+	(*SetExporterEnabledRequest)(nil), // 24: pogo.v1.SetExporterEnabledRequest
+	(*Policy)(nil),                    // 25: pogo.v1.Policy
+	(*GetCARequest)(nil),              // 26: pogo.v1.GetCARequest
+	(*GetCAResponse)(nil),             // 27: pogo.v1.GetCAResponse
+	(*ListIdentitiesRequest)(nil),     // 28: pogo.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),    // 29: pogo.v1.ListIdentitiesResponse
+	(*Identity)(nil),                  // 30: pogo.v1.Identity
+	(*DeleteIdentityRequest)(nil),     // 31: pogo.v1.DeleteIdentityRequest
+	(*DeleteIdentityResponse)(nil),    // 32: pogo.v1.DeleteIdentityResponse
+	nil,                               // 33: pogo.v1.RegisterRequest.LabelsEntry
+	nil,                               // 34: pogo.v1.Lease.TagsEntry
+	nil,                               // 35: pogo.v1.CreateLeaseRequest.TagsEntry
+	nil,                               // 36: pogo.v1.ExporterInfo.LabelsEntry
+	(*ReportResponse)(nil),            // 37: pogo.v1.ReportResponse
+	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 39: google.protobuf.Duration
 }
 var file_pogo_v1_controller_proto_depIdxs = []int32{
-	27, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
-	31, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
-	4,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	5,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
-	7,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
-	8,  // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
-	4,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	32, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
-	33, // 8: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
-	32, // 9: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
-	28, // 10: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
+	33, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
+	37, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
+	5,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	6,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
+	8,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
+	9,  // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
+	5,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	38, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
+	39, // 8: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
+	38, // 9: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
+	34, // 10: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
 	0,  // 11: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
-	32, // 12: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	32, // 13: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	32, // 14: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
-	33, // 15: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
-	32, // 16: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
-	29, // 17: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
-	9,  // 18: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
-	33, // 19: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
-	32, // 20: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
-	18, // 21: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
-	30, // 22: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
-	32, // 23: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
-	31, // 24: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
-	32, // 25: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
-	1,  // 26: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
-	3,  // 27: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
-	10, // 28: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
-	11, // 29: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
-	12, // 30: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
-	14, // 31: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
-	15, // 32: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
-	11, // 33: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
-	16, // 34: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
-	19, // 35: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
-	21, // 36: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
-	21, // 37: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
-	23, // 38: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
-	24, // 39: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
-	25, // 40: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
-	2,  // 41: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
-	6,  // 42: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
-	9,  // 43: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
-	9,  // 44: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
-	13, // 45: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
-	9,  // 46: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
-	9,  // 47: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
-	9,  // 48: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
-	17, // 49: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
-	20, // 50: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
-	22, // 51: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
-	22, // 52: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
-	18, // 53: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
-	24, // 54: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
-	26, // 55: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	38, // 12: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	38, // 13: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	38, // 14: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
+	39, // 15: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
+	38, // 16: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
+	35, // 17: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
+	10, // 18: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
+	39, // 19: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
+	38, // 20: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
+	19, // 21: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
+	36, // 22: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
+	38, // 23: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
+	37, // 24: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
+	38, // 25: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
+	30, // 26: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
+	1,  // 27: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
+	38, // 28: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
+	25, // 29: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
+	38, // 30: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
+	1,  // 31: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
+	2,  // 32: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
+	4,  // 33: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
+	11, // 34: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
+	12, // 35: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
+	13, // 36: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
+	15, // 37: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
+	16, // 38: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
+	12, // 39: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
+	17, // 40: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
+	20, // 41: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
+	22, // 42: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
+	22, // 43: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
+	24, // 44: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
+	25, // 45: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
+	26, // 46: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
+	28, // 47: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
+	31, // 48: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
+	3,  // 49: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
+	7,  // 50: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
+	10, // 51: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
+	10, // 52: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
+	14, // 53: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
+	10, // 54: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
+	10, // 55: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
+	10, // 56: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
+	18, // 57: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
+	21, // 58: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
+	23, // 59: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
+	23, // 60: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
+	19, // 61: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
+	25, // 62: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
+	27, // 63: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
+	29, // 64: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
+	32, // 65: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
+	49, // [49:66] is the sub-list for method output_type
+	32, // [32:49] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_controller_proto_init() }
@@ -1948,8 +2312,8 @@ func file_pogo_v1_controller_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pogo_v1_controller_proto_rawDesc), len(file_pogo_v1_controller_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   30,
+			NumEnums:      2,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -565,6 +565,8 @@ const (
 	Admin_SetExporterEnabled_FullMethodName = "/pogo.v1.Admin/SetExporterEnabled"
 	Admin_SetPolicy_FullMethodName          = "/pogo.v1.Admin/SetPolicy"
 	Admin_GetCA_FullMethodName              = "/pogo.v1.Admin/GetCA"
+	Admin_ListIdentities_FullMethodName     = "/pogo.v1.Admin/ListIdentities"
+	Admin_DeleteIdentity_FullMethodName     = "/pogo.v1.Admin/DeleteIdentity"
 )
 
 // AdminClient is the client API for Admin service.
@@ -578,6 +580,14 @@ type AdminClient interface {
 	SetExporterEnabled(ctx context.Context, in *SetExporterEnabledRequest, opts ...grpc.CallOption) (*ExporterInfo, error)
 	SetPolicy(ctx context.Context, in *Policy, opts ...grpc.CallOption) (*Policy, error)
 	GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.CallOption) (*GetCAResponse, error)
+	// ListIdentities lists every client and exporter, by kind then name.
+	ListIdentities(ctx context.Context, in *ListIdentitiesRequest, opts ...grpc.CallOption) (*ListIdentitiesResponse, error)
+	// DeleteIdentity revokes a client or exporter: its token is refused from
+	// then on, its leases (a client's pending and ready ones, the lease on an
+	// exporter) end in the same transaction, a client's policy goes and a
+	// connected exporter's Listen stream ends. NotFound if there is no such
+	// identity.
+	DeleteIdentity(ctx context.Context, in *DeleteIdentityRequest, opts ...grpc.CallOption) (*DeleteIdentityResponse, error)
 }
 
 type adminClient struct {
@@ -638,6 +648,26 @@ func (c *adminClient) GetCA(ctx context.Context, in *GetCARequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) ListIdentities(ctx context.Context, in *ListIdentitiesRequest, opts ...grpc.CallOption) (*ListIdentitiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListIdentitiesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListIdentities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteIdentity(ctx context.Context, in *DeleteIdentityRequest, opts ...grpc.CallOption) (*DeleteIdentityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteIdentityResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteIdentity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -649,6 +679,14 @@ type AdminServer interface {
 	SetExporterEnabled(context.Context, *SetExporterEnabledRequest) (*ExporterInfo, error)
 	SetPolicy(context.Context, *Policy) (*Policy, error)
 	GetCA(context.Context, *GetCARequest) (*GetCAResponse, error)
+	// ListIdentities lists every client and exporter, by kind then name.
+	ListIdentities(context.Context, *ListIdentitiesRequest) (*ListIdentitiesResponse, error)
+	// DeleteIdentity revokes a client or exporter: its token is refused from
+	// then on, its leases (a client's pending and ready ones, the lease on an
+	// exporter) end in the same transaction, a client's policy goes and a
+	// connected exporter's Listen stream ends. NotFound if there is no such
+	// identity.
+	DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -673,6 +711,12 @@ func (UnimplementedAdminServer) SetPolicy(context.Context, *Policy) (*Policy, er
 }
 func (UnimplementedAdminServer) GetCA(context.Context, *GetCARequest) (*GetCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCA not implemented")
+}
+func (UnimplementedAdminServer) ListIdentities(context.Context, *ListIdentitiesRequest) (*ListIdentitiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIdentities not implemented")
+}
+func (UnimplementedAdminServer) DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteIdentity not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -785,6 +829,42 @@ func _Admin_GetCA_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListIdentities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListIdentitiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListIdentities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListIdentities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListIdentities(ctx, req.(*ListIdentitiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteIdentityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteIdentity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteIdentity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteIdentity(ctx, req.(*DeleteIdentityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -811,6 +891,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCA",
 			Handler:    _Admin_GetCA_Handler,
+		},
+		{
+			MethodName: "ListIdentities",
+			Handler:    _Admin_ListIdentities_Handler,
+		},
+		{
+			MethodName: "DeleteIdentity",
+			Handler:    _Admin_DeleteIdentity_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

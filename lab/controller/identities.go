@@ -1,0 +1,192 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pogolab/pogo/api/errdefs"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/lab/controller/store"
+)
+
+// maxDeleteLeases bounds the leases a client deletion ends in its own
+// transaction (a compare, a put and a nested assignment delete each,
+// under etcd's default --max-txn-ops of 128). A client with more has its
+// oldest ended first, one by one.
+const maxDeleteLeases = 60
+
+func (s *adminService) ListIdentities(context.Context, *pb.ListIdentitiesRequest) (*pb.ListIdentitiesResponse, error) {
+	out := &pb.ListIdentitiesResponse{}
+	s.c.cache.Read(func(v *store.View) {
+		for name, id := range v.Clients {
+			p := &pb.Policy{Client: name}
+			if rec := v.Policies[name]; rec != nil {
+				p.Priority, p.Selector = int32(rec.Priority), rec.Selector
+			}
+			out.Identities = append(out.Identities, &pb.Identity{
+				Kind: pb.IdentityKind_IDENTITY_KIND_CLIENT, Name: name, Created: timestamppb.New(id.Created), Policy: p,
+			})
+		}
+		for name, e := range v.Exporters {
+			_, online := v.Online[name]
+			id := &pb.Identity{
+				Kind: pb.IdentityKind_IDENTITY_KIND_EXPORTER, Name: name, Created: timestamppb.New(e.Created),
+				Enabled: !e.Disabled, Online: online,
+			}
+			if !e.Registered.IsZero() {
+				id.Registered = timestamppb.New(e.Registered)
+			}
+			out.Identities = append(out.Identities, id)
+		}
+	})
+	sort.Slice(out.Identities, func(i, j int) bool {
+		a, b := out.Identities[i], out.Identities[j]
+		if a.GetKind() != b.GetKind() {
+			return a.GetKind() < b.GetKind()
+		}
+		return a.GetName() < b.GetName()
+	})
+	return out, nil
+}
+
+func (s *adminService) DeleteIdentity(ctx context.Context, req *pb.DeleteIdentityRequest) (*pb.DeleteIdentityResponse, error) {
+	del := map[pb.IdentityKind]func(context.Context, string) ([]string, error){
+		pb.IdentityKind_IDENTITY_KIND_CLIENT:   s.c.deleteClient,
+		pb.IdentityKind_IDENTITY_KIND_EXPORTER: s.c.deleteExporter,
+	}[req.GetKind()]
+	if del == nil {
+		return nil, errdefs.ToGRPC(errdefs.Invalidf("kind %s: want client or exporter", req.GetKind()))
+	}
+	if err := auth.CheckName(req.GetName()); err != nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("%s: %w", err, errdefs.ErrInvalid))
+	}
+	ended, err := del(ctx, req.GetName())
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pb.DeleteIdentityResponse{EndedLeases: ended}, nil
+}
+
+// deleteClient removes a client and its policy and ends its pending and
+// ready leases, all in one transaction: from its revision on the token is
+// refused and no replica's scheduler sees a live lease of a missing
+// client. A lease requested while the deletion commits is left to the
+// scheduler, which marks it invalid.
+func (c *Controller) deleteClient(ctx context.Context, name string) ([]string, error) {
+	key := store.ClientsPrefix + name
+	reason := "client " + name + " deleted"
+	for {
+		r, err := c.st.Client.Get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("read client %s: %w", name, err)
+		}
+		if len(r.Kvs) == 0 {
+			return nil, fmt.Errorf("client %q: %w", name, errdefs.ErrNotFound)
+		}
+		// From here the cache holds every lease the client had when read;
+		// each is compared, so a lease changed since makes us read again.
+		if err := c.cache.WaitRev(ctx, r.Header.Revision); err != nil {
+			return nil, err
+		}
+		var live []*store.Lease
+		c.cache.Read(func(v *store.View) {
+			for _, l := range v.Leases {
+				if l.Client == name && !l.Final() {
+					live = append(live, l)
+				}
+			}
+		})
+		sort.Slice(live, func(i, j int) bool { return live[i].Create < live[j].Create })
+		if n := len(live) - maxDeleteLeases; n > 0 {
+			for _, l := range live[:n] {
+				if err := c.finish(ctx, l.ID, store.Ended, reason); err != nil {
+					return nil, fmt.Errorf("end lease %s of client %s: %w", l.ID, name, err)
+				}
+			}
+			continue
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(store.PoliciesPrefix + name)}
+		now := time.Now()
+		ids := make([]string, 0, len(live))
+		for _, l := range live {
+			nl := l.Clone()
+			wasReady := nl.State == store.Ready
+			endRecord(nl, store.Ended, reason, now)
+			lc, lo := leaseWrite(nl, wasReady)
+			cmps, ops = append(cmps, lc...), append(ops, lo...)
+			ids = append(ids, l.ID)
+		}
+		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("delete client %s: %w", name, err)
+		}
+		if !tr.Succeeded {
+			continue
+		}
+		_ = c.cache.WaitRev(ctx, tr.Header.Revision)
+		c.log.Info("identity deleted", "kind", "client", "name", name, "leases_ended", ids)
+		return ids, nil
+	}
+}
+
+// deleteExporter removes an exporter, its online record and its
+// assignment and ends the lease on it, in one transaction. Grants compare
+// the exporter record, so none succeeds after it; the exporter's Listen
+// stream, on whichever replica, sends the now empty assignment and ends.
+func (c *Controller) deleteExporter(ctx context.Context, name string) ([]string, error) {
+	key := store.ExportersPrefix + name
+	ak := store.AssignPrefix + name
+	reason := "exporter " + name + " deleted"
+	for {
+		r, err := c.st.Client.Get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("read exporter %s: %w", name, err)
+		}
+		if len(r.Kvs) == 0 {
+			return nil, fmt.Errorf("exporter %q: %w", name, errdefs.ErrNotFound)
+		}
+		if err := c.cache.WaitRev(ctx, r.Header.Revision); err != nil {
+			return nil, err
+		}
+		var held string
+		var l *store.Lease
+		c.cache.Read(func(v *store.View) {
+			held = v.Assign[name]
+			l = v.Leases[held]
+		})
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(store.OnlinePrefix + name), clientv3.OpDelete(ak)}
+		var ids []string
+		if held == "" {
+			// A grant since would have created it.
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(ak), "=", held))
+			if l != nil && l.State == store.Ready && l.Exporter == name {
+				nl := l.Clone()
+				endRecord(nl, store.Ended, reason, time.Now())
+				// The assignment goes with the exporter, above.
+				lc, lo := leaseWrite(nl, false)
+				cmps, ops = append(cmps, lc...), append(ops, lo...)
+				ids = append(ids, l.ID)
+			}
+		}
+		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("delete exporter %s: %w", name, err)
+		}
+		if !tr.Succeeded {
+			continue
+		}
+		_ = c.cache.WaitRev(ctx, tr.Header.Revision)
+		c.log.Info("identity deleted", "kind", "exporter", "name", name, "leases_ended", ids)
+		return ids, nil
+	}
+}
