@@ -263,7 +263,12 @@ func (d *Driver) servers(ctx context.Context, b *drivers.Build) error {
 		return fs, nil
 	}
 	var err error
-	if d.tftp, err = need("tftp", d.cfg.TFTPDir, "tftp_dir", "root: %s\nadvertise: "+yamlQuote(tftpAddr)+"\n"); err != nil {
+	// A virtual board's NIC keeps up with bursts: its server sends ahead.
+	tftpCfg := "root: %s\nadvertise: " + yamlQuote(tftpAddr) + "\n"
+	if boardNet != nil {
+		tftpCfg += "window: 8\n"
+	}
+	if d.tftp, err = need("tftp", d.cfg.TFTPDir, "tftp_dir", tftpCfg); err != nil {
 		return err
 	}
 	if d.http, err = need("http", d.cfg.HTTPDir, "http_dir", "root: %s\nlisten: "+httpListen+"\nadvertise: "+yamlQuote("http://"+hostAddr)+"\n"); err != nil {

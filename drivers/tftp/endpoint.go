@@ -183,7 +183,7 @@ func (e *endpoint) tryServe() (bool, error) {
 	e.served = make(chan struct{})
 	go func(srv *tftp.Server, done chan struct{}) {
 		defer close(done)
-		if err := srv.Serve(conn); err != nil {
+		if err := srv.Serve(requestConn{conn, e.beforeRequest}); err != nil {
 			e.log.Error("tftp: serve", "err", err)
 		}
 	}(e.srv, e.served)
@@ -303,7 +303,9 @@ func (e *endpoint) cleanup() {
 	}
 }
 
-// registration is a board's subdir in the port's registry.
+// registration is a board's subdir in the port's registry: a symlink
+// boards/<name> to its directory, boards/<name>.lock held while it is
+// registered and boards/<name>.window when its window is not 1.
 type registration struct {
 	name, link, dir string
 	lock            *lockFile
@@ -311,7 +313,7 @@ type registration struct {
 
 // register makes the files in dir reachable as <name>/<file> on the port,
 // whichever pogo process serves it.
-func (e *endpoint) register(name, dir string) (*registration, error) {
+func (e *endpoint) register(name, dir string, window int) (*registration, error) {
 	boards := filepath.Join(e.dir, "boards")
 	lockPath := filepath.Join(boards, name+".lock")
 	lk, ok, err := tryLock(lockPath)
@@ -331,6 +333,13 @@ func (e *endpoint) register(name, dir string) (*registration, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(boards, ".tmp-"+hex.EncodeToString(rnd[:]))
+	_ = os.Remove(link + windowSuffix)
+	if window > 1 {
+		if err := writeAtomic(tmp, link+windowSuffix, []byte(strconv.Itoa(window)+"\n")); err != nil {
+			lk.unlock(true)
+			return nil, fmt.Errorf("tftp: register subdir %s: %w", name, err)
+		}
+	}
 	if err := os.Symlink(abs, tmp); err != nil {
 		lk.unlock(true)
 		return nil, fmt.Errorf("tftp: register subdir %s: %w", name, err)
@@ -349,6 +358,7 @@ func (e *endpoint) unregister(r *registration) {
 		os.Remove(r.link)
 	}
 	os.Remove(r.link + ".stats")
+	os.Remove(r.link + windowSuffix)
 	r.lock.unlock(true)
 }
 
@@ -457,12 +467,97 @@ func (e *endpoint) addStats(board string, d Stats) {
 	s, _ := readStats(link + ".stats")
 	s.add(d)
 	b, _ := json.Marshal(s)
-	tmp := link + ".stats.tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := writeAtomic(link+".stats.tmp", link+".stats", b); err != nil {
 		e.log.Warn("tftp: write stats", "err", err)
+	}
+}
+
+// writeAtomic writes b to path through tmp, so readers see the old or the
+// new content and never a part.
+func writeAtomic(tmp, path string, b []byte) error {
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+const windowSuffix = ".window"
+
+// maxBurst bounds the bytes of one window: a client's socket buffer must
+// take a whole burst (a window of 65464-byte blocks would overrun most,
+// and pin/tftp resends the whole window on a loss).
+const maxBurst = 64 << 10
+
+// requestConn is the port's socket as pin/tftp's server reads it: each
+// request is seen before pin handles it, which is when pin takes the
+// send window for the transfer.
+type requestConn struct {
+	*net.UDPConn
+	before func(pkt []byte)
+}
+
+func (c requestConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.UDPConn.ReadFrom(b)
+	if err == nil {
+		c.before(b[:n])
+	}
+	return n, a, err
+}
+
+// beforeRequest sets the send window for the read request in pkt: its
+// board's window, capped so one burst stays within maxBurst. Other
+// packets leave it alone (pin handles them in turn, on this goroutine).
+func (e *endpoint) beforeRequest(pkt []byte) {
+	name, blksize, ok := parseRRQ(pkt)
+	if !ok {
 		return
 	}
-	_ = os.Rename(tmp, link+".stats")
+	w := 1
+	if board, _, _ := strings.Cut(name, "/"); boardName.MatchString(board) {
+		w = e.boardWindow(board)
+	}
+	w = max(1, min(w, maxBurst/(blksize+4)))
+	e.srv.SetAnticipate(uint(w))
+}
+
+// boardWindow is the window a registered board asked for (1 without a
+// window file).
+func (e *endpoint) boardWindow(board string) int {
+	b, err := os.ReadFile(filepath.Join(e.dir, "boards", board+windowSuffix))
+	if err != nil {
+		return 1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return min(n, MaxWindow)
+}
+
+// parseRRQ reads a TFTP read request (RFC 1350, options per RFC 2347):
+// the file name and the block size it asks for (512 without blksize).
+func parseRRQ(pkt []byte) (name string, blksize int, ok bool) {
+	if len(pkt) < 4 || pkt[0] != 0 || pkt[1] != 1 {
+		return "", 0, false
+	}
+	fields := strings.Split(string(pkt[2:]), "\x00")
+	if len(fields) < 3 || fields[len(fields)-1] != "" {
+		return "", 0, false
+	}
+	fields = fields[:len(fields)-1]
+	name, blksize = fields[0], 512
+	for i := 2; i+1 < len(fields); i += 2 {
+		if strings.EqualFold(fields[i], "blksize") {
+			if n, err := strconv.Atoi(fields[i+1]); err == nil && n >= 8 && n <= 65464 {
+				blksize = n
+			}
+		}
+	}
+	return name, blksize, true
 }
 
 func readStats(path string) (Stats, error) {

@@ -35,7 +35,7 @@ func FuzzOpen(f *testing.F) {
 	os.Symlink("..", filepath.Join(root, "d", "up"))
 	e := &endpoint{dir: filepath.Join(hostDir, "port-1"), log: slog.New(slog.DiscardHandler)}
 	os.MkdirAll(filepath.Join(e.dir, "boards"), 0o755)
-	reg, err := e.register("b", root)
+	reg, err := e.register("b", root, 1)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -70,6 +70,9 @@ func init() {
 // DefaultListen is where boards look for a TFTP server.
 const DefaultListen = ":69"
 
+// MaxWindow is the largest send window pin/tftp keeps.
+const MaxWindow = 60
+
 // Config is the tftp node's config; it is also what Start takes.
 type Config struct {
 	// Root is the board's directory (created when absent; default
@@ -86,6 +89,14 @@ type Config struct {
 	// Advertise is the server address as the board sees it, for URL
 	// (default the bound address; 127.0.0.1 for the virtual board).
 	Advertise string `yaml:"advertise"`
+	// Window is how many blocks the server sends before it waits for their
+	// acknowledgements (pin/tftp's anticipation): 1, the default, is
+	// RFC 1350 lock-step. A larger window needs a board whose network
+	// driver keeps up with bursts (the virtual board does; many U-Boot NIC
+	// drivers have few receive buffers). It applies to this board's
+	// transfers whichever process serves the port, capped so one burst
+	// stays within 64 KiB (a window of 65464-byte blocks is lock-step).
+	Window int `yaml:"window"`
 }
 
 // DefaultHostDir is /run/pogo/tftp for root, else under
@@ -164,6 +175,12 @@ func start(cfg Config, host *drivers.Host, log *slog.Logger) (*Driver, error) {
 		}
 	}
 
+	if cfg.Window == 0 {
+		cfg.Window = 1
+	}
+	if cfg.Window < 1 || cfg.Window > MaxWindow {
+		return nil, drivers.FieldErr("window", "want 1 (lock-step) to %d blocks, got %d", MaxWindow, cfg.Window)
+	}
 	dir, err := files.OpenDir(abs)
 	if err != nil {
 		return nil, drivers.FieldErr("root", "%v", err)
@@ -185,7 +202,7 @@ func start(cfg Config, host *drivers.Host, log *slog.Logger) (*Driver, error) {
 		}
 		d.ep, d.ownsEP = v.(*endpoint), true
 	}
-	if d.reg, err = d.ep.register(cfg.Subdir, abs); err != nil {
+	if d.reg, err = d.ep.register(cfg.Subdir, abs, cfg.Window); err != nil {
 		d.closeEP()
 		dir.Close()
 		return nil, err

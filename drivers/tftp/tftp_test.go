@@ -322,6 +322,9 @@ func TestConfigErrors(t *testing.T) {
 		{indent("root", root, "advertise", "tftp://x/"), "config.advertise: want a host"},
 		{indent("root", file, "listen", "127.0.0.1:0"), "config.root: create directory"},
 		{indent("root", root, "blksize", "1468"), "config.blksize: unknown key"},
+		{indent("root", root, "window", "61"), "config.window: want 1 (lock-step) to 60 blocks, got 61"},
+		{indent("root", root, "window", "-2"), "config.window: want 1 (lock-step) to 60 blocks, got -2"},
+		{indent("root", root, "window", "many"), "config.window:"},
 		{indent("root", root, "listen", "127.0.0.1:6969", "host_dir", file), "config.host_dir: tftp: create"},
 		{indent("root", root, "listen", "127.0.0.1:"+strconv.Itoa(held.Addr().Port), "host_dir", hd, "subdir", "taken"), `config.subdir: tftp: subdir "taken" is already served for another exporter (pid ` + strconv.Itoa(os.Getpid())},
 	} {

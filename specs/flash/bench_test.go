@@ -65,7 +65,7 @@ export:
     config: {disk: %s, disk_size: %s, memory: 1024}
   tftp:
     type: tftp
-    config: {advertise: 127.0.0.1}
+    config: {advertise: 127.0.0.1, window: 8}
   http:
     type: http
     config: {listen: "127.0.0.1:0", advertise: "http://10.0.2.2"}
