@@ -298,8 +298,8 @@ func TestShells(t *testing.T) {
 	fl := flasher.NewClient(c.Conn(), "storage")
 	pw := power.NewClient(c.Conn(), "board.power")
 	for _, tc := range []struct {
-		name       string
-		open       func(context.Context, flasher.ShellOptions, func(flasher.Event)) (flasher.Shell, error)
+		name               string
+		open               func(context.Context, flasher.ShellOptions, func(flasher.Event)) (flasher.Shell, error)
 		cmd, reply, prompt string
 	}{
 		{"bootloader", fl.BootloaderShell, "version", "U-Boot 20", "=> "},

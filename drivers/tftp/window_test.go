@@ -87,7 +87,7 @@ func TestWindow(t *testing.T) {
 	}
 	addr := a.Addr()
 	for _, tc := range []struct {
-		name         string
+		name          string
 		blksize, want int
 	}{
 		{"a/f", 0, 8},

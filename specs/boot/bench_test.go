@@ -3,8 +3,8 @@ package boot
 import (
 	"context"
 	"crypto/rand"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"os/exec"
