@@ -254,6 +254,33 @@ func (s sink) routed(b *testing.B) float64 {
 	return pump(b, tc, done)
 }
 
+// bareRelay accepts connections on ln and splices each to target, both
+// ways, with nothing else on the path.
+func bareRelay(ln net.Listener, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer t.Close()
+			go func() {
+				_, _ = io.Copy(c, t)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+			_, _ = io.Copy(t, c)
+			_ = t.(*net.TCPConn).CloseWrite()
+			// Wait for the far end to finish reading before closing.
+			_, _ = io.Copy(io.Discard, c)
+		}()
+	}
+}
+
 // BenchmarkStream compares a byte stream routed through the controller
 // (client → router → exporter link; TLS legs, and plaintext legs as with
 // --insecure-no-tls), direct to an exporter (TLS over TCP, as jmp run
@@ -278,7 +305,17 @@ func BenchmarkStream(b *testing.B) {
 	}
 	defer rl.Close()
 
-	var routed, plain, direct, raw float64
+	// Bare relay: raw TCP through the least a relay can do (one process
+	// accepting both ends and letting the kernel splice them), the ceiling
+	// for any router on this machine.
+	relayIn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer relayIn.Close()
+	go bareRelay(relayIn, rl.Addr().String())
+
+	var routed, plain, direct, raw, relay float64
 	b.SetBytes(4 * streamBytes)
 	for range b.N {
 		routed += tlsSink.routed(b)
@@ -318,12 +355,31 @@ func BenchmarkStream(b *testing.B) {
 		}
 		raw += pump(b, rc, done)
 		rc.Close()
+
+		// Raw through the bare relay.
+		go func() {
+			c, err := rl.Accept()
+			if err != nil {
+				done <- 0
+				return
+			}
+			defer c.Close()
+			discard(c, done, streamBytes)
+		}()
+		xc, err := net.Dial("tcp", relayIn.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		relay += pump(b, xc, done)
+		xc.Close()
 	}
 	n := float64(b.N)
 	b.ReportMetric(routed/n, "routed-MB/s")
 	b.ReportMetric(plain/n, "routed-plain-MB/s")
 	b.ReportMetric(direct/n, "direct-MB/s")
 	b.ReportMetric(raw/n, "raw-MB/s")
+	b.ReportMetric(relay/n, "bare-relay-MB/s")
+	b.ReportMetric(relay/raw, "bare-relay/raw")
 	b.ReportMetric(routed/raw, "routed/raw")
 	b.ReportMetric(plain/raw, "routed-plain/raw")
 	b.ReportMetric(routed/direct, "routed/direct")
