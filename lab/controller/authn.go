@@ -25,6 +25,9 @@ type identity struct {
 	// Rev is the create revision of the record the token was checked
 	// against: a deleted and re-created identity has another.
 	Rev int64
+	// TokenHash is the stored hash the token matched: a rotated token
+	// leaves it behind.
+	TokenHash string
 }
 
 type callerKey struct{}
@@ -78,7 +81,7 @@ func (c *Controller) checkToken(tok string) (identity, error) {
 	if hash == "" || !auth.Check(hash, secret) {
 		return identity{}, fmt.Errorf("%s %q: unknown or revoked token: %w", kind, name, errdefs.ErrUnauthorized)
 	}
-	return identity{Kind: kind, Name: name, Rev: rev}, nil
+	return identity{Kind: kind, Name: name, Rev: rev, TokenHash: hash}, nil
 }
 
 func (c *Controller) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -456,3 +456,48 @@ func exporterLinks(t *testing.T, lab *controllertest.Lab) float64 {
 	t.Fatal("no pogo_controller_exporter_links metric")
 	return 0
 }
+
+// TestRotateEndsExporterLink: rotating an exporter's token ends the link
+// it holds with the old one, and only the new token links again.
+func TestRotateEndsExporterLink(t *testing.T) {
+	ctx := testCtx(t)
+	lab := controllertest.Start(t)
+	old := lab.Token("exporter", "board3")
+	link := exporterLink(t, lab, old)
+	if _, err := link.Register(ctx, &pb.RegisterRequest{Labels: map[string]string{"board": "rpi"}, Report: &pb.ReportResponse{Name: "board3"}}); err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, patience)
+	defer cancel()
+	listen, err := link.Listen(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen.Recv(); err != nil { // the (empty) assignment
+		t.Fatal(err)
+	}
+	r, err := lab.Admin().CreateExporter(ctx, &pb.CreateIdentityRequest{Name: "board3", Rotate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err = listen.Recv(); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "token rotated") {
+		t.Fatalf("the old token's link ended with %v, want Unauthenticated saying the token rotated", err)
+	}
+	if st, err := exporterLink(t, lab, old).Listen(ctx); err == nil {
+		if _, err := st.Recv(); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("the old token links again: %v", err)
+		}
+	}
+	st, err := exporterLink(t, lab, r.GetToken()).Listen(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatalf("the new token's link: %v", err)
+	}
+}

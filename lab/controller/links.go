@@ -148,12 +148,12 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 			last = cur
 		}
 		if gone {
-			// Deleted: the deletion ended its lease in the same
-			// transaction, and the exporter has just been told; from now
-			// on its token is refused.
+			// Deleted (the deletion ended its lease in the same
+			// transaction, and the exporter has just been told) or its
+			// token rotated: the token it linked with is refused from now on.
 			stop()
-			c.log.Info("exporter deleted; ending its link", "exporter", id.Name)
-			return errdefs.ToGRPC(fmt.Errorf("exporter %q was deleted: %w", id.Name, errdefs.ErrUnauthorized))
+			c.log.Info("exporter deleted or its token rotated; ending its link", "exporter", id.Name)
+			return errdefs.ToGRPC(fmt.Errorf("exporter %q was deleted or its token rotated: %w", id.Name, errdefs.ErrUnauthorized))
 		}
 		err := func() error {
 			defer stop()
@@ -180,13 +180,14 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 }
 
 // linkState is what the exporter linked as id should enforce now, and
-// whether id is gone (deleted, or deleted and created again).
+// whether id is gone (deleted, deleted and created again, or its token
+// rotated).
 func (c *Controller) linkState(id identity) (*pb.LeaseAssignment, bool) {
 	a := &pb.LeaseAssignment{}
 	gone := false
 	c.cache.Read(func(v *store.View) {
 		e := v.Exporters[id.Name]
-		gone = e == nil || e.Create != id.Rev
+		gone = e == nil || e.Create != id.Rev || e.TokenHash != id.TokenHash
 		l := v.Leases[v.Assign[id.Name]]
 		if l != nil && l.State == store.Ready && l.Exporter == id.Name {
 			a.LeaseId, a.Client, a.End = l.ID, l.Client, timestamppb.New(l.End)
