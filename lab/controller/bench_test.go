@@ -254,6 +254,27 @@ func (s sink) routed(b *testing.B) float64 {
 	return pump(b, tc, done)
 }
 
+// rawTCP pumps through a plain TCP connection to dial, whose far end
+// ln accepts, and returns MB/s.
+func rawTCP(b *testing.B, ln net.Listener, dial string) float64 {
+	done := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- 0
+			return
+		}
+		defer c.Close()
+		discard(c, done, streamBytes)
+	}()
+	c, err := net.Dial("tcp", dial)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	return pump(b, c, done)
+}
+
 // bareRelay accepts connections on ln and splices each to target, both
 // ways, with nothing else on the path.
 func bareRelay(ln net.Listener, target string) {
@@ -339,39 +360,9 @@ func BenchmarkStream(b *testing.B) {
 		direct += pump(b, dc, done)
 		dc.Close()
 
-		// Raw.
-		go func() {
-			c, err := rl.Accept()
-			if err != nil {
-				done <- 0
-				return
-			}
-			defer c.Close()
-			discard(c, done, streamBytes)
-		}()
-		rc, err := net.Dial("tcp", rl.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		raw += pump(b, rc, done)
-		rc.Close()
-
-		// Raw through the bare relay.
-		go func() {
-			c, err := rl.Accept()
-			if err != nil {
-				done <- 0
-				return
-			}
-			defer c.Close()
-			discard(c, done, streamBytes)
-		}()
-		xc, err := net.Dial("tcp", relayIn.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		relay += pump(b, xc, done)
-		xc.Close()
+		// Raw, straight and through the bare relay.
+		raw += rawTCP(b, rl, rl.Addr().String())
+		relay += rawTCP(b, rl, relayIn.Addr().String())
 	}
 	n := float64(b.N)
 	b.ReportMetric(routed/n, "routed-MB/s")

@@ -120,6 +120,26 @@ func powerIs(path, want string) func() error {
 
 // exporterLink is an exporter speaking ExporterLink by hand, to see
 // exactly what the controller answers.
+// handLink registers name with token and opens its Listen stream by hand,
+// past the first (empty) assignment.
+func handLink(ctx context.Context, t *testing.T, lab *controllertest.Lab, token, name string) pb.ExporterLink_ListenClient {
+	t.Helper()
+	link := exporterLink(t, lab, token)
+	if _, err := link.Register(ctx, &pb.RegisterRequest{Labels: map[string]string{"board": "rpi"}, Report: &pb.ReportResponse{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, patience)
+	t.Cleanup(cancel)
+	listen, err := link.Listen(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	return listen
+}
+
 func exporterLink(t *testing.T, lab *controllertest.Lab, token string) pb.ExporterLinkClient {
 	t.Helper()
 	conn, err := controllerlink.Conn(lab.C.Addr(), token, lab.CA(), false, false)
@@ -288,19 +308,7 @@ func TestDeleteExporter(t *testing.T) {
 
 	// board2 speaks ExporterLink by hand, to see its link end.
 	tok2 := lab.Token("exporter", "board2")
-	link2 := exporterLink(t, lab, tok2)
-	if _, err := link2.Register(ctx, &pb.RegisterRequest{Labels: map[string]string{"board": "rpi"}, Report: &pb.ReportResponse{Name: "board2"}}); err != nil {
-		t.Fatal(err)
-	}
-	lctx, cancel := context.WithTimeout(ctx, patience)
-	defer cancel()
-	listen, err := link2.Listen(lctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := listen.Recv(); err != nil { // the (empty) assignment
-		t.Fatal(err)
-	}
+	listen := handLink(ctx, t, lab, tok2, "board2")
 	controllertest.WaitOnline(t, alice, "board1", "board2")
 
 	l, err := alice.Create(ctx, lease.Request{Selector: "board=qemu", Duration: time.Hour})
@@ -463,19 +471,7 @@ func TestRotateEndsExporterLink(t *testing.T) {
 	ctx := testCtx(t)
 	lab := controllertest.Start(t)
 	old := lab.Token("exporter", "board3")
-	link := exporterLink(t, lab, old)
-	if _, err := link.Register(ctx, &pb.RegisterRequest{Labels: map[string]string{"board": "rpi"}, Report: &pb.ReportResponse{Name: "board3"}}); err != nil {
-		t.Fatal(err)
-	}
-	lctx, cancel := context.WithTimeout(ctx, patience)
-	defer cancel()
-	listen, err := link.Listen(lctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := listen.Recv(); err != nil { // the (empty) assignment
-		t.Fatal(err)
-	}
+	listen := handLink(ctx, t, lab, old, "board3")
 	r, err := lab.Admin().CreateExporter(ctx, &pb.CreateIdentityRequest{Name: "board3", Rotate: true})
 	if err != nil {
 		t.Fatal(err)
@@ -493,7 +489,7 @@ func TestRotateEndsExporterLink(t *testing.T) {
 			t.Fatalf("the old token links again: %v", err)
 		}
 	}
-	st, err := exporterLink(t, lab, r.GetToken()).Listen(lctx)
+	st, err := exporterLink(t, lab, r.GetToken()).Listen(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
