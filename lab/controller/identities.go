@@ -187,6 +187,29 @@ func (c *Controller) deleteExporter(ctx context.Context, name string) ([]string,
 		}
 		_ = c.cache.WaitRev(ctx, tr.Header.Revision)
 		c.log.Info("identity deleted", "kind", "exporter", "name", name, "leases_ended", ids)
+		c.endUnsatisfiable(ctx)
 		return ids, nil
+	}
+}
+
+// endUnsatisfiable ends the pending leases no exporter can serve any more
+// (those naming a deleted exporter, or whose selector only it matched), as
+// a request for them would be refused now.
+func (c *Controller) endUnsatisfiable(ctx context.Context) {
+	unsat := map[string]string{}
+	c.cache.Read(func(v *store.View) {
+		for _, l := range v.Leases {
+			if l.State != store.Pending {
+				continue
+			}
+			if reason := c.unsatisfiable(v, l); reason != "" {
+				unsat[l.ID] = reason
+			}
+		}
+	})
+	for id, reason := range unsat {
+		if err := c.finish(ctx, id, store.Unsatisfiable, reason); err != nil {
+			c.log.Warn("end an unsatisfiable lease", "lease", id, "err", err)
+		}
 	}
 }

@@ -497,3 +497,62 @@ func TestRotateEndsExporterLink(t *testing.T) {
 		t.Fatalf("the new token's link: %v", err)
 	}
 }
+
+// TestDeleteExporterEndsWhatOnlyItCouldServe: pending requests that name
+// a deleted exporter, or whose selector only it matched, end
+// Unsatisfiable; one another exporter can serve stays pending.
+func TestDeleteExporterEndsWhatOnlyItCouldServe(t *testing.T) {
+	ctx := testCtx(t)
+	lab := controllertest.Start(t)
+	exp1, _ := powerExport(t)
+	exp2, _ := powerExport(t)
+	lab.Exporter("board1", map[string]string{"board": "qemu", "lab": "a"}, "", exp1)
+	lab.Exporter("board2", map[string]string{"board": "qemu", "lab": "b"}, "", exp2)
+	alice := lab.Client("alice")
+	controllertest.WaitOnline(t, alice, "board1", "board2")
+	// alice holds both boards, so every other request waits.
+	for _, name := range []string{"board1", "board2"} {
+		l, err := alice.Create(ctx, lease.Request{Exporter: name, Duration: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.Wait(ctx, l.GetId(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := map[string]lease.Request{
+		"by name":         {Exporter: "board1", Duration: time.Hour},
+		"only board1":     {Selector: "lab=a", Duration: time.Hour},
+		"either board":    {Selector: "board=qemu", Duration: time.Hour},
+		"by other's name": {Exporter: "board2", Duration: time.Hour},
+	}
+	ids := map[string]string{}
+	for what, r := range pending {
+		l, err := alice.Create(ctx, r)
+		if err != nil || l.GetState() != pb.LeaseState_LEASE_STATE_PENDING {
+			t.Fatalf("%s: %v %v, want pending", what, l.GetState(), err)
+		}
+		ids[what] = l.GetId()
+	}
+	if _, err := lab.Admin().DeleteIdentity(ctx, &pb.DeleteIdentityRequest{Kind: pb.IdentityKind_IDENTITY_KIND_EXPORTER, Name: "board1"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]pb.LeaseState{
+		"by name":         pb.LeaseState_LEASE_STATE_UNSATISFIABLE,
+		"only board1":     pb.LeaseState_LEASE_STATE_UNSATISFIABLE,
+		"either board":    pb.LeaseState_LEASE_STATE_PENDING,
+		"by other's name": pb.LeaseState_LEASE_STATE_PENDING,
+	}
+	for what, st := range want {
+		l, err := alice.Get(ctx, ids[what])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.GetState() != st {
+			t.Errorf("%s: %v (%s), want %v", what, l.GetState(), l.GetReason(), st)
+		}
+		if st == pb.LeaseState_LEASE_STATE_UNSATISFIABLE && !strings.Contains(l.GetReason(), "no exporter matches") {
+			t.Errorf("%s: reason %q", what, l.GetReason())
+		}
+	}
+}

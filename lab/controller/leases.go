@@ -69,7 +69,6 @@ func (c *Controller) createLease(ctx context.Context, who string, req *pb.Create
 		ID: randHex(6), Client: who, Selector: sel.String(), ExporterName: req.GetExporterName(),
 		Duration: d, Begin: begin, Tags: req.GetTags(), State: store.Pending, Created: time.Now(),
 	}
-	var known []string
 	c.cache.Read(func(v *store.View) {
 		max := 0
 		if p := v.Policies[who]; p != nil {
@@ -83,34 +82,8 @@ func (c *Controller) createLease(ctx context.Context, who string, req *pb.Create
 			}
 			l.Priority = int(p)
 		}
-		r := c.request(v, l)
-		satisfiable := false
-		for name, e := range v.Exporters {
-			le := lease.Exporter{Name: name, Labels: e.Labels}
-			if !r.Policy.Matches(e.Labels) {
-				continue
-			}
-			known = append(known, name)
-			// An exporter named in the request counts before it ever
-			// registered; a selector needs labels to match against.
-			if (r.Name != "" || !e.Registered.IsZero()) && r.Matches(&le) {
-				satisfiable = true
-				// known only explains an unsatisfiable request.
-				break
-			}
-		}
-		if !satisfiable {
-			l.State = store.Unsatisfiable
-			l.Reason = fmt.Sprintf("no exporter matches %s", describe(l))
-			if len(known) > 0 {
-				sort.Strings(known)
-				if len(known) > 20 {
-					known = append(known[:20], "…")
-				}
-				l.Reason += " (exporters you may lease: " + strings.Join(known, ", ") + ")"
-			} else {
-				l.Reason += " (there are no exporters you may lease)"
-			}
+		if reason := c.unsatisfiable(v, l); reason != "" {
+			l.State, l.Reason = store.Unsatisfiable, reason
 		}
 	})
 	if err != nil {
@@ -421,4 +394,32 @@ func (c *Controller) position(id string) int {
 		c.positions, c.posRev, c.posAt = lease.Positions(reqs, exps), rev, time.Now()
 	}
 	return c.positions[id]
+}
+
+// unsatisfiable says why no exporter of v could ever serve l, or "" when
+// one could (online or not, free or not).
+func (c *Controller) unsatisfiable(v *store.View, l *store.Lease) string {
+	r := c.request(v, l)
+	var known []string
+	for name, e := range v.Exporters {
+		le := lease.Exporter{Name: name, Labels: e.Labels}
+		if !r.Policy.Matches(e.Labels) {
+			continue
+		}
+		// An exporter named in the request counts before it ever
+		// registered; a selector needs labels to match against.
+		if (r.Name != "" || !e.Registered.IsZero()) && r.Matches(&le) {
+			return ""
+		}
+		known = append(known, name)
+	}
+	reason := fmt.Sprintf("no exporter matches %s", describe(l))
+	if len(known) == 0 {
+		return reason + " (there are no exporters you may lease)"
+	}
+	sort.Strings(known)
+	if len(known) > 20 {
+		known = append(known[:20], "…")
+	}
+	return reason + " (exporters you may lease: " + strings.Join(known, ", ") + ")"
 }
