@@ -1,8 +1,6 @@
 package store
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
 )
 
@@ -89,12 +87,4 @@ func (l *Lease) Final() bool {
 func (l *Lease) Clone() *Lease {
 	c := *l
 	return &c
-}
-
-func encode(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(fmt.Sprintf("store: encode %T: %v", v, err))
-	}
-	return string(b)
 }
