@@ -196,13 +196,17 @@ func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
 	}
+	// A plaintext leg carries no TLS and no bearer token: the stream token
+	// alone (it came over TLS, opens one tunnel) is the end's credential.
 	var tc *tls.Config
-	if !c.cfg.NoTLS {
+	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
+	if !d.GetPlaintext() && !c.cfg.NoTLS {
 		if tc, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
 			return nil, err
 		}
+		hello.Bearer = c.cfg.Token
 	}
-	conn, err := router.Dial(ctx, d.GetRouter(), tc, router.Hello{Bearer: c.cfg.Token, StreamToken: d.GetStreamToken()})
+	conn, err := router.Dial(ctx, d.GetRouter(), tc, hello)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to lease %s: %w", id, err)
 	}

@@ -273,7 +273,12 @@ func (l *Link) dial(ctx context.Context, dr *pb.DialRequest) {
 		addr = l.o.Endpoint
 	}
 	tctx, cancel := context.WithTimeout(ctx, router.PairTimeout+router.HelloTimeout)
-	raw, err := router.Dial(tctx, addr, l.tls, router.Hello{Bearer: l.o.Token, StreamToken: dr.GetStreamToken()})
+	tc, hello := l.tls, router.Hello{Bearer: l.o.Token, StreamToken: dr.GetStreamToken()}
+	if dr.GetPlaintext() || tc == nil {
+		// Never send the bearer token in the clear.
+		tc, hello.Bearer = nil, router.NoBearer
+	}
+	raw, err := router.Dial(tctx, addr, tc, hello)
 	cancel()
 	if err != nil {
 		l.log.Warn("open tunnel end", "lease", dr.GetLeaseId(), "router", addr, "err", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/controllerlink"
+	"github.com/pogolab/pogo/lab/controller"
 	"github.com/pogolab/pogo/lab/controller/auth"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
 )
@@ -303,12 +304,12 @@ func bareRelay(ln net.Listener, target string) {
 }
 
 // BenchmarkStream compares a byte stream routed through the controller
-// (client → router → exporter link; TLS legs, and plaintext legs as with
-// --insecure-no-tls), direct to an exporter (TLS over TCP, as jmp run
+// (client → router → exporter link; TLS legs, and plain TCP legs as with
+// --plaintext-tunnels), direct to an exporter (TLS over TCP, as jmp run
 // --listen serves) and raw loopback TCP, in the same run.
 func BenchmarkStream(b *testing.B) {
 	tlsSink := newSink(b, controllertest.Start(b))
-	plainSink := newSink(b, controllertest.StartNoTLS(b))
+	plainSink := newSink(b, controllertest.StartWith(b, func(o *controller.Options) { o.PlainTunnels = true }))
 
 	// Direct: TLS over loopback TCP.
 	tc, _, err := exporter.TLSConfig("", "")

@@ -67,6 +67,7 @@ identities with jmp admin create client|exporter NAME.`,
 	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd cluster, comma-separated (default: embedded etcd)")
 	f.StringSliceVar(&o.TLSHosts, "tls-san", nil, "extra names or IPs for the server certificate")
 	f.BoolVar(&o.NoTLS, "insecure-no-tls", false, "serve without TLS (testing only)")
+	f.BoolVar(&o.PlainTunnels, "plaintext-tunnels", false, "splice client-exporter tunnels over plain TCP, keeping TLS on the API (trusted networks only: tunnel traffic is readable on the wire)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
 	f.DurationVar(&o.Retention, "lease-retention", DefaultRetention, "delete ended leases from etcd this long after they end")
 	return cmd

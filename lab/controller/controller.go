@@ -45,6 +45,10 @@ type Options struct {
 	EtcdEndpoints []string
 	// NoTLS serves plaintext (testing only).
 	NoTLS bool
+	// PlainTunnels splices tunnels over plain TCP legs while the API keeps
+	// TLS: for labs whose clients, exporters and controller share a
+	// trusted network, where the router's TLS would cost throughput.
+	PlainTunnels bool
 	// TLSHosts are extra names/IPs for the server certificate.
 	TLSHosts []string
 	// MetricsListen serves /metrics over HTTP when set.
@@ -178,7 +182,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	// Tunnel ends share the gRPC port; the credentials hand them to the hub.
-	sopts = append(sopts, grpc.Creds(router.ServerCreds(tc, hub)))
+	sopts = append(sopts, grpc.Creds(router.ServerCreds(tc, hub, o.PlainTunnels)))
 	c.grpc = grpc.NewServer(sopts...)
 	pb.RegisterExporterLinkServer(c.grpc, &linkService{c: c})
 	pb.RegisterLeasesServer(c.grpc, &leaseService{c: c})

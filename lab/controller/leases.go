@@ -311,8 +311,8 @@ func (s *leaseService) Dial(ctx context.Context, req *pb.DialLeaseRequest) (*pb.
 	if on == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("exporter %s is offline; lease %s stays yours until %s: %w", l.Exporter, l.ID, l.End.Format(time.RFC3339), errdefs.ErrUnavailable))
 	}
-	tok := s.c.signer.Sign(auth.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Expires: time.Now().Add(StreamTokenTTL)})
-	return &pb.DialLeaseResponse{Router: on.Router, StreamToken: tok}, nil
+	tok := s.c.signer.Sign(auth.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Side: auth.Client, Expires: time.Now().Add(StreamTokenTTL)})
+	return &pb.DialLeaseResponse{Router: on.Router, StreamToken: tok, Plaintext: on.Plaintext}, nil
 }
 
 // usable says why a lease cannot be used to reach its exporter.

@@ -200,7 +200,7 @@ func (c *Controller) putOnline(ctx context.Context, l *link) error {
 	c.smu.Lock()
 	sess := c.session
 	c.smu.Unlock()
-	rec := &store.Online{Replica: c.replica, Router: c.router, Since: time.Now()}
+	rec := &store.Online{Replica: c.replica, Router: c.router, Plaintext: c.plainTunnels(), Since: time.Now()}
 	r, err := c.st.Client.Put(ctx, store.OnlinePrefix+l.name, jsonString(rec), clientv3.WithLease(sess))
 	if err != nil {
 		return fmt.Errorf("mark exporter %s online: %w", l.name, err)
@@ -226,6 +226,7 @@ func (c *Controller) dropOnline(l *link) {
 func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) (<-chan struct{}, error) {
 	// The exporter opens its end here, where the client waits.
 	dr.Router = c.router
+	dr.Plaintext = c.plainTunnels()
 	c.lmu.Lock()
 	l := c.links[exporter]
 	c.lmu.Unlock()
@@ -243,3 +244,7 @@ func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) (<-chan str
 }
 
 var errStop = errors.New("stop")
+
+// plainTunnels says whether tunnel ends at this replica use plain TCP
+// legs, and send no bearer token.
+func (c *Controller) plainTunnels() bool { return c.opts.PlainTunnels || c.opts.NoTLS }

@@ -51,6 +51,20 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 		Expect(ee.ExitCode()).To(Equal(7))
 	})
 
+	It("routes tunnels over plain TCP legs with --plaintext-tunnels, keeping TLS on the API", func() {
+		l := newLab("--plaintext-tunnels")
+		e := l.exporter("board1", "board: qemu")
+		alice := l.user("alice")
+		Eventually(func() string { out, _ := alice.jmp("get", "exporters"); return out }, 20*time.Second, 100*time.Millisecond).
+			Should(MatchRegexp(`board1\s+true\s+true`))
+		out, err := alice.jmp("shell", "-l", "board=qemu", "--", "sh", "-c", "j power on && j power status")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("ready on board1"))
+		Expect(out).To(MatchRegexp(`(?m)^on\r?$`))
+		Eventually(func() string { rec, _ := os.ReadFile(e.rec); return string(rec) }, 10*time.Second, 50*time.Millisecond).Should(MatchRegexp(`(?m)^end [0-9a-f]{12} alice `))
+		Expect(e.powerState()).To(Equal("off"))
+	})
+
 	It("has the exporter refuse a client that is not the lease holder", func() {
 		l := newLab()
 		e := l.exporter("board1", "board: qemu")

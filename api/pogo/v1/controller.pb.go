@@ -568,13 +568,16 @@ func (x *LeaseAssignment) GetEnd() *timestamppb.Timestamp {
 
 // DialRequest asks the exporter to open a tunnel end with stream_token at
 // router (host:port of the replica the client waits at; the tunnel
-// protocol is described in lab/controller/router).
+// protocol is described in lab/controller/router). plaintext: open the end
+// over plain TCP (the replica runs with --plaintext-tunnels) and send no
+// bearer token in the hello.
 type DialRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	StreamToken   string                 `protobuf:"bytes,1,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
 	LeaseId       string                 `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
 	Router        string                 `protobuf:"bytes,4,opt,name=router,proto3" json:"router,omitempty"`
+	Plaintext     bool                   `protobuf:"varint,5,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -635,6 +638,13 @@ func (x *DialRequest) GetRouter() string {
 		return x.Router
 	}
 	return ""
+}
+
+func (x *DialRequest) GetPlaintext() bool {
+	if x != nil {
+		return x.Plaintext
+	}
+	return false
 }
 
 type Lease struct {
@@ -1366,8 +1376,11 @@ type DialLeaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// router is the address (host:port) of the controller replica the
 	// exporter is connected to.
-	Router        string `protobuf:"bytes,1,opt,name=router,proto3" json:"router,omitempty"`
-	StreamToken   string `protobuf:"bytes,2,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
+	Router      string `protobuf:"bytes,1,opt,name=router,proto3" json:"router,omitempty"`
+	StreamToken string `protobuf:"bytes,2,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
+	// plaintext: the replica splices tunnels over plain TCP legs
+	// (--plaintext-tunnels); dial it without TLS and send no bearer token.
+	Plaintext     bool `protobuf:"varint,3,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1414,6 +1427,13 @@ func (x *DialLeaseResponse) GetStreamToken() string {
 		return x.StreamToken
 	}
 	return ""
+}
+
+func (x *DialLeaseResponse) GetPlaintext() bool {
+	if x != nil {
+		return x.Plaintext
+	}
+	return false
 }
 
 type CreateIdentityRequest struct {
@@ -2019,12 +2039,13 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x0fLeaseAssignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12,\n" +
-	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"{\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\x99\x01\n" +
 	"\vDialRequest\x12!\n" +
 	"\fstream_token\x18\x01 \x01(\tR\vstreamToken\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06client\x18\x03 \x01(\tR\x06client\x12\x16\n" +
-	"\x06router\x18\x04 \x01(\tR\x06router\"\xfc\x04\n" +
+	"\x06router\x18\x04 \x01(\tR\x06router\x12\x1c\n" +
+	"\tplaintext\x18\x05 \x01(\bR\tplaintext\"\xfc\x04\n" +
 	"\x05Lease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12\x1a\n" +
@@ -2087,10 +2108,11 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
 	"\x10DialLeaseRequest\x12\x19\n" +
-	"\blease_id\x18\x01 \x01(\tR\aleaseId\"N\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\"l\n" +
 	"\x11DialLeaseResponse\x12\x16\n" +
 	"\x06router\x18\x01 \x01(\tR\x06router\x12!\n" +
-	"\fstream_token\x18\x02 \x01(\tR\vstreamToken\"C\n" +
+	"\fstream_token\x18\x02 \x01(\tR\vstreamToken\x12\x1c\n" +
+	"\tplaintext\x18\x03 \x01(\bR\tplaintext\"C\n" +
 	"\x15CreateIdentityRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06rotate\x18\x02 \x01(\bR\x06rotate\"B\n" +

@@ -84,12 +84,14 @@ func Check(hash, secret string) bool {
 	return subtle.ConstantTimeCompare([]byte(hash), []byte(Hash(secret))) == 1
 }
 
-// StreamClaims is what a stream token grants: one tunnel between a lease's
-// client and its exporter.
+// StreamClaims is what a stream token grants: one end (Side) of one
+// tunnel between a lease's client and its exporter. The two ends' tokens
+// share the Nonce, which names the tunnel.
 type StreamClaims struct {
 	Lease    string    `json:"l"`
 	Exporter string    `json:"e"`
 	Client   string    `json:"c"`
+	Side     string    `json:"s"`
 	Expires  time.Time `json:"x"`
 	Nonce    string    `json:"n"`
 }
@@ -97,11 +99,13 @@ type StreamClaims struct {
 // Signer signs stream tokens with a key all replicas share.
 type Signer struct{ Key []byte }
 
-// Sign makes a stream token.
+// Sign makes a stream token, with a fresh nonce unless c has one.
 func (s Signer) Sign(c StreamClaims) string {
-	n := make([]byte, 12)
-	_, _ = rand.Read(n)
-	c.Nonce = hex.EncodeToString(n)
+	if c.Nonce == "" {
+		n := make([]byte, 12)
+		_, _ = rand.Read(n)
+		c.Nonce = hex.EncodeToString(n)
+	}
 	body, _ := json.Marshal(c)
 	b := base64.RawURLEncoding.EncodeToString(body)
 	return b + "." + s.mac(b)

@@ -10,14 +10,17 @@ import (
 	"net"
 
 	"google.golang.org/grpc/credentials"
+
+	"github.com/pogolab/pogo/api/errdefs"
 )
 
 // ServerCreds are the controller's gRPC transport credentials with tunnel
 // ends taken out before gRPC sees them: TLS connections that negotiate
-// ALPN and, without TLS (tc nil), connections that start with "POGO".
-// Both share the one listening port.
-func ServerCreds(tc *tls.Config, hub *Hub) credentials.TransportCredentials {
-	s := &serverCreds{hub: hub}
+// ALPN and plain TCP connections that start with "POGO", which are taken
+// only without TLS (tc nil) or with plain (--plaintext-tunnels). All share
+// the one listening port.
+func ServerCreds(tc *tls.Config, hub *Hub, plain bool) credentials.TransportCredentials {
+	s := &serverCreds{hub: hub, plain: plain || tc == nil}
 	if tc != nil {
 		s.tc = tc.Clone()
 		s.tc.NextProtos = []string{"h2", ALPN}
@@ -29,25 +32,33 @@ func ServerCreds(tc *tls.Config, hub *Hub) credentials.TransportCredentials {
 }
 
 type serverCreds struct {
-	tc  *tls.Config
-	hub *Hub
+	tc    *tls.Config
+	hub   *Hub
+	plain bool // plaintext tunnel ends are taken
 }
 
 // ServerHandshake runs in gRPC's per-connection goroutine under its
 // connection timeout, so reading the hello here blocks nothing else.
 func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if s.tc == nil {
-		var magic [4]byte
-		if _, err := io.ReadFull(raw, magic[:]); err != nil {
-			return nil, nil, fmt.Errorf("read connection preface: %w", err)
-		}
-		if string(magic[:]) == plainMagic {
-			s.hub.Accept(prefixed{Conn: raw, r: io.MultiReader(bytes.NewReader(magic[:]), raw)})
+	// Every client sends at least 4 bytes first: a TLS record header, the
+	// HTTP/2 preface or a tunnel hello.
+	var magic [4]byte
+	if _, err := io.ReadFull(raw, magic[:]); err != nil {
+		return nil, nil, fmt.Errorf("read connection preface: %w", err)
+	}
+	peeked := prefixed{Conn: raw, r: io.MultiReader(bytes.NewReader(magic[:]), raw)}
+	if string(magic[:]) == plainMagic {
+		if !s.plain {
+			go refuse(peeked, fmt.Errorf("this controller takes tunnel ends over TLS only (it runs without --plaintext-tunnels): %w", errdefs.ErrUnauthorized))
 			return nil, nil, credentials.ErrConnDispatched
 		}
-		return prefixed{Conn: raw, r: io.MultiReader(bytes.NewReader(magic[:]), raw)}, insecureInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
+		s.hub.Accept(peeked)
+		return nil, nil, credentials.ErrConnDispatched
 	}
-	conn := tls.Server(raw, s.tc)
+	if s.tc == nil {
+		return peeked, insecureInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
+	}
+	conn := tls.Server(peeked, s.tc)
 	if err := conn.Handshake(); err != nil {
 		conn.Close()
 		return nil, nil, err

@@ -43,7 +43,9 @@ type Hub struct {
 	Log   *slog.Logger
 
 	mu      sync.Mutex
-	waiting map[string]chan net.Conn
+	waiting map[string]chan net.Conn // client ends by tunnel
+	used    map[string]time.Time     // tunnels opened, until their token expires
+	pruned  time.Time
 }
 
 // Serve runs one tunnel end that said hello; it owns conn and closes it.
@@ -61,38 +63,68 @@ func reject(conn net.Conn, err error) {
 }
 
 func (h *Hub) serve(conn net.Conn, hello Hello) error {
-	who, err := h.Authenticate(hello.Bearer)
-	if err != nil {
-		return err
-	}
 	claims, err := h.Signer.Verify(hello.StreamToken, time.Now())
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthorized)
 	}
+	who := Caller{Kind: claims.Side, Name: claims.Client}
+	if claims.Side == auth.Exporter {
+		who.Name = claims.Exporter
+	}
+	if hello.Bearer != NoBearer {
+		// A bearer token, when sent, must be the side's own.
+		if who, err = h.Authenticate(hello.Bearer); err != nil {
+			return err
+		}
+	}
 	switch {
-	case who.Kind == auth.Client && who.Name == claims.Client:
-		return h.clientEnd(conn, hello.StreamToken, claims)
-	case who.Kind == auth.Exporter && who.Name == claims.Exporter:
-		return h.exporterEnd(conn, hello.StreamToken)
+	case claims.Side == auth.Client && who.Kind == auth.Client && who.Name == claims.Client:
+		return h.clientEnd(conn, claims)
+	case claims.Side == auth.Exporter && who.Kind == auth.Exporter && who.Name == claims.Exporter:
+		return h.exporterEnd(conn, claims)
 	}
 	return fmt.Errorf("stream token is not for %s %s: %w", who.Kind, who.Name, errdefs.ErrUnauthorized)
 }
 
-func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
+// use marks a tunnel as opened, so the client end's stream token, which
+// a plaintext leg shows to the network, never opens a second one.
+func (h *Hub) use(key string, expires time.Time) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	if h.used == nil {
+		h.used = map[string]time.Time{}
+	}
+	if now.Sub(h.pruned) > time.Second {
+		for k, x := range h.used {
+			if now.After(x) {
+				delete(h.used, k)
+			}
+		}
+		h.pruned = now
+	}
+	if _, dup := h.used[key]; dup {
+		return fmt.Errorf("stream token already used (each opens one tunnel): %w", errdefs.ErrInUse)
+	}
+	h.used[key] = expires
+	return nil
+}
+
+func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
+	key := c.Lease + "/" + c.Nonce
+	if err := h.use(key, c.Expires); err != nil {
+		return err
+	}
 	ch := make(chan net.Conn, 1)
 	h.mu.Lock()
 	if h.waiting == nil {
 		h.waiting = map[string]chan net.Conn{}
 	}
-	if _, dup := h.waiting[tok]; dup {
-		h.mu.Unlock()
-		return fmt.Errorf("stream token already in use: %w", errdefs.ErrInUse)
-	}
-	h.waiting[tok] = ch
+	h.waiting[key] = ch
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
-		delete(h.waiting, tok)
+		delete(h.waiting, key)
 		h.mu.Unlock()
 		// An exporter end that arrived as this end gave up must not wait.
 		select {
@@ -101,7 +133,11 @@ func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
 		default:
 		}
 	}()
-	dr := &pb.DialRequest{StreamToken: tok, LeaseId: c.Lease, Client: c.Client}
+	// The exporter's end gets a token of its own for the same tunnel.
+	ex := c
+	ex.Side = auth.Exporter
+	ex.Expires = time.Now().Add(PairTimeout + HelloTimeout)
+	dr := &pb.DialRequest{StreamToken: h.Signer.Sign(ex), LeaseId: c.Lease, Client: c.Client}
 	gone, err := h.Notify(c.Exporter, dr)
 	if err != nil {
 		return err
@@ -129,11 +165,12 @@ func (h *Hub) clientEnd(conn net.Conn, tok string, c auth.StreamClaims) error {
 	return nil
 }
 
-func (h *Hub) exporterEnd(conn net.Conn, tok string) error {
+func (h *Hub) exporterEnd(conn net.Conn, c auth.StreamClaims) error {
+	key := c.Lease + "/" + c.Nonce
 	h.mu.Lock()
-	ch, ok := h.waiting[tok]
+	ch, ok := h.waiting[key]
 	if ok {
-		delete(h.waiting, tok)
+		delete(h.waiting, key)
 	}
 	h.mu.Unlock()
 	if !ok {
@@ -222,4 +259,12 @@ func (h *Hub) Accept(conn net.Conn) {
 		h.Log.Debug("tunnel end without a valid hello", "remote", conn.RemoteAddr(), "err", err)
 	}
 	go reject(conn, err)
+}
+
+// refuse reads a tunnel end's hello, so the reply is not lost to a reset
+// over unread bytes, and rejects it with err.
+func refuse(conn net.Conn, err error) {
+	_ = conn.SetReadDeadline(time.Now().Add(HelloTimeout))
+	_, _ = readLine(conn)
+	reject(conn, err)
 }

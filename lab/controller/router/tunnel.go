@@ -4,15 +4,23 @@
 // connections. The exporter's gRPC API runs inside, unchanged.
 //
 // A tunnel end is a TLS connection to the controller's gRPC port that
-// negotiates ALPN "pogo-tunnel/1" instead of "h2" (plain TCP whose first
-// bytes are "POGO" on a controller run without TLS). It sends one hello
-// line and reads one reply line; after "OK" the connection is the tunnel:
+// negotiates ALPN "pogo-tunnel/1" instead of "h2", or, on a controller
+// run with --plaintext-tunnels (or without TLS), a plain TCP connection
+// to that port whose first bytes are "POGO". It sends one hello line and
+// reads one reply line; after "OK" the connection is the tunnel:
 //
 //	POGO-TUNNEL/1 <bearer token> <stream token>\n
 //	OK\n   or   ERR <kind> <message>\n
 //
-// The router never decodes what it splices: one TLS leg in, one out, and
-// no framing or HTTP/2 on the way.
+// Each end has its own stream token (signed by the controller, naming the
+// lease, the side and the tunnel, valid 30 s, good for one tunnel). A
+// plaintext end sends "-" for the bearer token, which must never cross the
+// network in the clear: its stream token, which the controller handed to
+// it over TLS, is what authenticates it.
+//
+// The router never decodes what it splices: one leg in, one out, and no
+// framing or HTTP/2 on the way. Two plaintext legs are spliced by the
+// kernel.
 package router
 
 import (
@@ -36,6 +44,8 @@ const (
 	// plainMagic starts a tunnel end on a plaintext controller; gRPC's
 	// preface starts "PRI ".
 	plainMagic = "POGO"
+	// NoBearer is the bearer field of a hello sent over a plaintext leg.
+	NoBearer = "-"
 	// maxLine bounds hello and reply lines (tokens are well under 1 KiB).
 	maxLine = 4096
 	// HelloTimeout bounds how long a new connection may take to say hello.

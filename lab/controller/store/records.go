@@ -37,9 +37,11 @@ type Exporter struct {
 // is bound to that replica's etcd lease, so it vanishes with the replica.
 type Online struct {
 	Meta
-	Replica string    `json:"replica"`
-	Router  string    `json:"router"`
-	Since   time.Time `json:"since"`
+	Replica string `json:"replica"`
+	Router  string `json:"router"`
+	// Plaintext: the replica splices tunnels over plain TCP legs.
+	Plaintext bool      `json:"plaintext,omitempty"`
+	Since     time.Time `json:"since"`
 }
 
 // Policy is what a client may do.
