@@ -58,7 +58,8 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	if s.tc == nil {
 		return peeked, insecureInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
 	}
-	conn := tls.Server(peeked, s.tc)
+	bc := &batchConn{Conn: peeked}
+	conn := tls.Server(bc, s.tc)
 	if err := conn.Handshake(); err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -66,7 +67,7 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	st := conn.ConnectionState()
 	switch st.NegotiatedProtocol {
 	case ALPN:
-		s.hub.Accept(conn)
+		s.hub.Accept(newTLSConn(conn, bc))
 		return nil, nil, credentials.ErrConnDispatched
 	case "h2":
 		return conn, credentials.TLSInfo{State: st, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil

@@ -17,9 +17,11 @@ import (
 // PairTimeout bounds how long a client end waits for its exporter end.
 const PairTimeout = 15 * time.Second
 
-// bufSize is the splice buffer: large copies amortise the per-call cost
-// (on TLS legs a read still yields one 16 KiB record at most).
+// bufSize is the splice buffer: large copies amortise the per-call cost.
 const bufSize = 256 << 10
+
+// maxRecord is the most plaintext one TLS record carries.
+const maxRecord = 16 << 10
 
 // Caller says who opened a tunnel end, as the controller authenticated it.
 type Caller struct {
@@ -215,9 +217,17 @@ func (h *Hub) pipe(dst, src net.Conn, dir string) {
 		}
 	} else {
 		buf := make([]byte, bufSize)
+		t, _ := src.(*tlsConn)
 		for err == nil {
 			var n int
 			n, err = src.Read(buf)
+			// A TLS read yields one record: take the records that have
+			// already arrived too, and send them on in one write.
+			for t != nil && err == nil && n < len(buf)-maxRecord && t.buffered() > 0 {
+				var k int
+				k, err = src.Read(buf[n:])
+				n += k
+			}
 			if n > 0 {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					err = werr

@@ -195,14 +195,15 @@ func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello) (net.Conn, 
 		if tc.ServerName == "" {
 			tc.ServerName, _, _ = net.SplitHostPort(addr)
 		}
-		t := tls.Client(raw, tc)
+		bc := &batchConn{Conn: raw}
+		t := tls.Client(bc, tc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			return fail(fmt.Errorf("router %s: tls: %w: %w", addr, err, errdefs.ErrUnavailable))
 		}
 		if p := t.ConnectionState().NegotiatedProtocol; p != ALPN {
 			return fail(fmt.Errorf("router %s does not speak %s (negotiated %q); is it an older controller?: %w", addr, ALPN, p, errdefs.ErrUnsupported))
 		}
-		conn = t
+		conn = newTLSConn(t, bc)
 	}
 	if _, err := io.WriteString(conn, h.String()); err != nil {
 		return fail(fmt.Errorf("router %s: send hello: %w: %w", addr, err, errdefs.ErrUnavailable))
