@@ -27,6 +27,8 @@ type Client struct {
 	name   string
 	conn   *grpc.ClientConn
 	leases pb.LeasesClient
+	// id is what the client presents on end-to-end tunnels.
+	id *router.Identity
 }
 
 // Dial connects to the controller of cfg (lazily; calls wait for it).
@@ -39,7 +41,12 @@ func Dial(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn)}, nil
+	id, err := router.NewIdentity("client " + name)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn), id: id}, nil
 }
 
 // Name is the client identity the token names.
@@ -192,7 +199,7 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(*pb.Lease)) 
 
 // Tunnel opens one byte stream to the exporter of a Ready lease.
 func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
-	d, err := c.leases.Dial(ctx, &pb.DialLeaseRequest{LeaseId: id}, grpc.WaitForReady(true))
+	d, err := c.leases.Dial(ctx, &pb.DialLeaseRequest{LeaseId: id, ClientCertSha256: c.id.Fingerprint}, grpc.WaitForReady(true))
 	if err != nil {
 		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
 	}
@@ -200,13 +207,17 @@ func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
 	// alone (it came over TLS, opens one tunnel) is the end's credential.
 	var tc *tls.Config
 	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
-	if !d.GetPlaintext() && !c.cfg.NoTLS {
+	sec := d.GetSecurity()
+	if sec == pb.TunnelSecurity_TUNNEL_SECURITY_TLS && !c.cfg.NoTLS {
 		if tc, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
 			return nil, err
 		}
 		hello.Bearer = c.cfg.Token
 	}
 	conn, err := router.Dial(ctx, d.GetRouter(), tc, hello)
+	if err == nil && sec == pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
+		conn, err = c.id.Client(ctx, conn, d.GetExporterCertSha256())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to lease %s: %w", id, err)
 	}

@@ -51,6 +51,8 @@ type Link struct {
 	log  *slog.Logger
 	// tls trusts the controller for tunnel ends; nil without TLS.
 	tls *tls.Config
+	// id is what the exporter presents on end-to-end tunnels.
+	id *router.Identity
 
 	accept chan net.Conn
 	closed chan struct{}
@@ -84,8 +86,13 @@ func New(o Options) (*Link, error) {
 		// Conn accepted the same CA a moment ago.
 		tc, _ = auth.ClientTLS(o.CA, o.Insecure)
 	}
+	id, err := router.NewIdentity("exporter")
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	return &Link{
-		o: o, conn: conn, tls: tc, log: o.Log.With("controller", o.Endpoint),
+		o: o, conn: conn, tls: tc, id: id, log: o.Log.With("controller", o.Endpoint),
 		accept: make(chan net.Conn), closed: make(chan struct{}),
 		tunnels: map[*tunnel]string{}, sendEnd: make(chan *pb.EndLeaseRequest, 4),
 		updates: make(chan Assignment, 64), online: make(chan bool, 1),
@@ -158,7 +165,7 @@ func (l *Link) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cli := pb.NewExporterLinkClient(l.conn)
-	if _, err := cli.Register(ctx, &pb.RegisterRequest{Labels: l.o.Labels, Report: l.o.Report}, grpc.WaitForReady(false)); err != nil {
+	if _, err := cli.Register(ctx, &pb.RegisterRequest{Labels: l.o.Labels, Report: l.o.Report, TunnelCertSha256: l.id.Fingerprint}, grpc.WaitForReady(false)); err != nil {
 		return fmt.Errorf("register: %w", errdefs.FromGRPC(err))
 	}
 	stream, err := cli.Listen(ctx)
@@ -274,11 +281,14 @@ func (l *Link) dial(ctx context.Context, dr *pb.DialRequest) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, router.PairTimeout+router.HelloTimeout)
 	tc, hello := l.tls, router.Hello{Bearer: l.o.Token, StreamToken: dr.GetStreamToken()}
-	if dr.GetPlaintext() || tc == nil {
+	if dr.GetSecurity() != pb.TunnelSecurity_TUNNEL_SECURITY_TLS || tc == nil {
 		// Never send the bearer token in the clear.
 		tc, hello.Bearer = nil, router.NoBearer
 	}
 	raw, err := router.Dial(tctx, addr, tc, hello)
+	if err == nil && dr.GetSecurity() == pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
+		raw, err = l.id.Server(tctx, raw, dr.GetClientCertSha256())
+	}
 	cancel()
 	if err != nil {
 		l.log.Warn("open tunnel end", "lease", dr.GetLeaseId(), "router", addr, "err", err)

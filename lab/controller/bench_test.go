@@ -304,12 +304,16 @@ func bareRelay(ln net.Listener, target string) {
 }
 
 // BenchmarkStream compares a byte stream routed through the controller
-// (client → router → exporter link; TLS legs, and plain TCP legs as with
-// --plaintext-tunnels), direct to an exporter (TLS over TCP, as jmp run
+// (client → router → exporter link, with each --tunnel-security: e2e,
+// tls and plain), direct to an exporter (TLS over TCP, as jmp run
 // --listen serves) and raw loopback TCP, in the same run.
 func BenchmarkStream(b *testing.B) {
-	tlsSink := newSink(b, controllertest.Start(b))
-	plainSink := newSink(b, controllertest.StartWith(b, func(o *controller.Options) { o.PlainTunnels = true }))
+	sinkWith := func(sec pb.TunnelSecurity) sink {
+		return newSink(b, controllertest.StartWith(b, func(o *controller.Options) { o.Tunnels = sec }))
+	}
+	e2eSink := sinkWith(pb.TunnelSecurity_TUNNEL_SECURITY_E2E)
+	tlsSink := sinkWith(pb.TunnelSecurity_TUNNEL_SECURITY_TLS)
+	plainSink := sinkWith(pb.TunnelSecurity_TUNNEL_SECURITY_PLAIN)
 
 	// Direct: TLS over loopback TCP.
 	tc, _, err := exporter.TLSConfig("", "")
@@ -337,9 +341,10 @@ func BenchmarkStream(b *testing.B) {
 	defer relayIn.Close()
 	go bareRelay(relayIn, rl.Addr().String())
 
-	var routed, plain, direct, raw, relay float64
+	var e2e, routed, plain, direct, raw, relay float64
 	b.SetBytes(4 * streamBytes)
 	for range b.N {
+		e2e += e2eSink.routed(b)
 		routed += tlsSink.routed(b)
 		plain += plainSink.routed(b)
 
@@ -366,13 +371,15 @@ func BenchmarkStream(b *testing.B) {
 		relay += rawTCP(b, rl, relayIn.Addr().String())
 	}
 	n := float64(b.N)
-	b.ReportMetric(routed/n, "routed-MB/s")
+	b.ReportMetric(e2e/n, "routed-e2e-MB/s")
+	b.ReportMetric(routed/n, "routed-tls-MB/s")
 	b.ReportMetric(plain/n, "routed-plain-MB/s")
 	b.ReportMetric(direct/n, "direct-MB/s")
 	b.ReportMetric(raw/n, "raw-MB/s")
 	b.ReportMetric(relay/n, "bare-relay-MB/s")
 	b.ReportMetric(relay/raw, "bare-relay/raw")
-	b.ReportMetric(routed/raw, "routed/raw")
+	b.ReportMetric(e2e/raw, "routed-e2e/raw")
+	b.ReportMetric(routed/raw, "routed-tls/raw")
 	b.ReportMetric(plain/raw, "routed-plain/raw")
-	b.ReportMetric(routed/direct, "routed/direct")
+	b.ReportMetric(e2e/direct, "routed-e2e/direct")
 }

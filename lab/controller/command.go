@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -31,6 +32,7 @@ func Command() *cobra.Command {
 	var (
 		o         Options
 		endpoints string
+		tunnels   = "e2e" // Options' zero value too
 	)
 	cmd := &cobra.Command{
 		Use:   "controller",
@@ -39,11 +41,25 @@ func Command() *cobra.Command {
 --data-dir; with --etcd-endpoints several replicas share an external etcd
 cluster. TLS is on: a CA is made on first start (jmp admin ca prints it)
 and every replica issues its own server certificate from it. Create
-identities with jmp admin create client|exporter NAME.`,
+identities with jmp admin create client|exporter NAME.
+
+Tunnels between clients and exporters (--tunnel-security):
+  e2e    TLS between client and exporter, each pinning the certificate
+         the controller vouches for; the router splices plain TCP legs
+         and cannot read or alter the bytes (default)
+  tls    TLS legs ended by the router, which sees the bytes; for
+         networks that pass only TLS
+  plain  no TLS on the tunnels (the API keeps it): trusted networks only,
+         where it is fastest`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			sec, ok := tunnelSecurity[tunnels]
+			if !ok {
+				return fmt.Errorf("--tunnel-security %q: want e2e, tls or plain", tunnels)
+			}
+			o.Tunnels = sec
 			if endpoints != "" {
 				o.EtcdEndpoints = strings.Split(endpoints, ",")
 			}
@@ -67,7 +83,7 @@ identities with jmp admin create client|exporter NAME.`,
 	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd cluster, comma-separated (default: embedded etcd)")
 	f.StringSliceVar(&o.TLSHosts, "tls-san", nil, "extra names or IPs for the server certificate")
 	f.BoolVar(&o.NoTLS, "insecure-no-tls", false, "serve without TLS (testing only)")
-	f.BoolVar(&o.PlainTunnels, "plaintext-tunnels", false, "splice client-exporter tunnels over plain TCP, keeping TLS on the API (trusted networks only: tunnel traffic is readable on the wire)")
+	f.StringVar(&tunnels, "tunnel-security", tunnels, "how client-exporter tunnels are protected: e2e, tls or plain (see above)")
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
 	f.DurationVar(&o.Retention, "lease-retention", DefaultRetention, "delete ended leases from etcd this long after they end")
 	return cmd
@@ -81,4 +97,10 @@ func DialAdmin(dir string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("no controller admin socket at %s (is jmp controller running with --data-dir %s?): %w", sock, dir, err)
 	}
 	return grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+var tunnelSecurity = map[string]pb.TunnelSecurity{
+	"e2e":   pb.TunnelSecurity_TUNNEL_SECURITY_E2E,
+	"tls":   pb.TunnelSecurity_TUNNEL_SECURITY_TLS,
+	"plain": pb.TunnelSecurity_TUNNEL_SECURITY_PLAIN,
 }

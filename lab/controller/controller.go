@@ -45,10 +45,10 @@ type Options struct {
 	EtcdEndpoints []string
 	// NoTLS serves plaintext (testing only).
 	NoTLS bool
-	// PlainTunnels splices tunnels over plain TCP legs while the API keeps
-	// TLS: for labs whose clients, exporters and controller share a
-	// trusted network, where the router's TLS would cost throughput.
-	PlainTunnels bool
+	// Tunnels is how tunnels are protected: end-to-end TLS over plain TCP
+	// legs (the default), TLS legs ended by the router, or plain bytes for
+	// trusted networks. The API keeps TLS whichever it is.
+	Tunnels pb.TunnelSecurity
 	// TLSHosts are extra names/IPs for the server certificate.
 	TLSHosts []string
 	// MetricsListen serves /metrics over HTTP when set.
@@ -182,7 +182,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	// Tunnel ends share the gRPC port; the credentials hand them to the hub.
-	sopts = append(sopts, grpc.Creds(router.ServerCreds(tc, hub, o.PlainTunnels)))
+	sopts = append(sopts, grpc.Creds(router.ServerCreds(tc, hub, o.Tunnels != pb.TunnelSecurity_TUNNEL_SECURITY_TLS)))
 	c.grpc = grpc.NewServer(sopts...)
 	pb.RegisterExporterLinkServer(c.grpc, &linkService{c: c})
 	pb.RegisterLeasesServer(c.grpc, &leaseService{c: c})

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"sort"
 	"strings"
@@ -307,12 +308,36 @@ func (s *leaseService) Dial(ctx context.Context, req *pb.DialLeaseRequest) (*pb.
 		return nil, errdefs.ToGRPC(err)
 	}
 	var on *store.Online
-	s.c.cache.Read(func(v *store.View) { on = v.Online[l.Exporter] })
+	var cert string
+	s.c.cache.Read(func(v *store.View) {
+		on = v.Online[l.Exporter]
+		if e := v.Exporters[l.Exporter]; e != nil {
+			cert = e.TunnelCert
+		}
+	})
 	if on == nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("exporter %s is offline; lease %s stays yours until %s: %w", l.Exporter, l.ID, l.End.Format(time.RFC3339), errdefs.ErrUnavailable))
 	}
-	tok := s.c.signer.Sign(auth.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Side: auth.Client, Expires: time.Now().Add(StreamTokenTTL)})
-	return &pb.DialLeaseResponse{Router: on.Router, StreamToken: tok, Plaintext: on.Plaintext}, nil
+	sec := pb.TunnelSecurity(on.Tunnels)
+	if sec == pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
+		if !fingerprint(req.GetClientCertSha256()) {
+			return nil, errdefs.ToGRPC(errdefs.Invalidf("tunnels to exporter %s are end-to-end TLS: the dial must carry the client's certificate fingerprint (64 hex digits), got %.70q", l.Exporter, req.GetClientCertSha256()))
+		}
+		if cert == "" {
+			return nil, errdefs.ToGRPC(fmt.Errorf("exporter %s registered no certificate for end-to-end tunnels (is it older than the controller?): %w", l.Exporter, errdefs.ErrUnavailable))
+		}
+	}
+	tok := s.c.signer.Sign(auth.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Side: auth.Client, ClientCert: req.GetClientCertSha256(), Expires: time.Now().Add(StreamTokenTTL)})
+	return &pb.DialLeaseResponse{Router: on.Router, StreamToken: tok, Security: sec, ExporterCertSha256: cert}, nil
+}
+
+// fingerprint says whether s looks like a SHA-256 in hex.
+func fingerprint(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }
 
 // usable says why a lease cannot be used to reach its exporter.

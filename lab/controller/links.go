@@ -39,6 +39,7 @@ func (s *linkService) Register(ctx context.Context, req *pb.RegisterRequest) (*p
 	err = s.c.updateExporter(ctx, id.Name, func(e *store.Exporter) error {
 		e.Labels = req.GetLabels()
 		e.Report = report
+		e.TunnelCert = req.GetTunnelCertSha256()
 		e.Registered = time.Now()
 		return nil
 	})
@@ -200,7 +201,7 @@ func (c *Controller) putOnline(ctx context.Context, l *link) error {
 	c.smu.Lock()
 	sess := c.session
 	c.smu.Unlock()
-	rec := &store.Online{Replica: c.replica, Router: c.router, Plaintext: c.plainTunnels(), Since: time.Now()}
+	rec := &store.Online{Replica: c.replica, Router: c.router, Tunnels: int32(c.tunnels()), Since: time.Now()}
 	r, err := c.st.Client.Put(ctx, store.OnlinePrefix+l.name, jsonString(rec), clientv3.WithLease(sess))
 	if err != nil {
 		return fmt.Errorf("mark exporter %s online: %w", l.name, err)
@@ -226,7 +227,7 @@ func (c *Controller) dropOnline(l *link) {
 func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) (<-chan struct{}, error) {
 	// The exporter opens its end here, where the client waits.
 	dr.Router = c.router
-	dr.Plaintext = c.plainTunnels()
+	dr.Security = c.tunnels()
 	c.lmu.Lock()
 	l := c.links[exporter]
 	c.lmu.Unlock()
@@ -245,6 +246,10 @@ func (c *Controller) notifyDial(exporter string, dr *pb.DialRequest) (<-chan str
 
 var errStop = errors.New("stop")
 
-// plainTunnels says whether tunnel ends at this replica use plain TCP
-// legs, and send no bearer token.
-func (c *Controller) plainTunnels() bool { return c.opts.PlainTunnels || c.opts.NoTLS }
+// tunnels is how this replica's tunnels are protected.
+func (c *Controller) tunnels() pb.TunnelSecurity {
+	if c.opts.NoTLS {
+		return pb.TunnelSecurity_TUNNEL_SECURITY_PLAIN
+	}
+	return c.opts.Tunnels
+}

@@ -51,8 +51,9 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 		Expect(ee.ExitCode()).To(Equal(7))
 	})
 
-	It("routes tunnels over plain TCP legs with --plaintext-tunnels, keeping TLS on the API", func() {
-		l := newLab("--plaintext-tunnels")
+	// The other specs use the default, end-to-end TLS through the router.
+	DescribeTable("routes tunnels with the other --tunnel-security modes", func(mode string) {
+		l := newLab("--tunnel-security", mode)
 		e := l.exporter("board1", "board: qemu")
 		alice := l.user("alice")
 		Eventually(func() string { out, _ := alice.jmp("get", "exporters"); return out }, 20*time.Second, 100*time.Millisecond).
@@ -63,7 +64,10 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 		Expect(out).To(MatchRegexp(`(?m)^on\r?$`))
 		Eventually(func() string { rec, _ := os.ReadFile(e.rec); return string(rec) }, 10*time.Second, 50*time.Millisecond).Should(MatchRegexp(`(?m)^end [0-9a-f]{12} alice `))
 		Expect(e.powerState()).To(Equal("off"))
-	})
+	},
+		Entry("tls: TLS legs ended by the router", "tls"),
+		Entry("plain: plain TCP, the API keeping TLS", "plain"),
+	)
 
 	It("has the exporter refuse a client that is not the lease holder", func() {
 		l := newLab()

@@ -23,6 +23,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TunnelSecurity is how a controller replica's tunnels are protected.
+type TunnelSecurity int32
+
+const (
+	// Plain TCP legs carrying TLS between client and exporter, each
+	// pinning the other's certificate: the router cannot read or alter
+	// the bytes.
+	TunnelSecurity_TUNNEL_SECURITY_E2E TunnelSecurity = 0
+	// TLS legs, each ended by the router, which sees the bytes.
+	TunnelSecurity_TUNNEL_SECURITY_TLS TunnelSecurity = 1
+	// Plain TCP legs and plain bytes, for trusted networks.
+	TunnelSecurity_TUNNEL_SECURITY_PLAIN TunnelSecurity = 2
+)
+
+// Enum value maps for TunnelSecurity.
+var (
+	TunnelSecurity_name = map[int32]string{
+		0: "TUNNEL_SECURITY_E2E",
+		1: "TUNNEL_SECURITY_TLS",
+		2: "TUNNEL_SECURITY_PLAIN",
+	}
+	TunnelSecurity_value = map[string]int32{
+		"TUNNEL_SECURITY_E2E":   0,
+		"TUNNEL_SECURITY_TLS":   1,
+		"TUNNEL_SECURITY_PLAIN": 2,
+	}
+)
+
+func (x TunnelSecurity) Enum() *TunnelSecurity {
+	p := new(TunnelSecurity)
+	*p = x
+	return p
+}
+
+func (x TunnelSecurity) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TunnelSecurity) Descriptor() protoreflect.EnumDescriptor {
+	return file_pogo_v1_controller_proto_enumTypes[0].Descriptor()
+}
+
+func (TunnelSecurity) Type() protoreflect.EnumType {
+	return &file_pogo_v1_controller_proto_enumTypes[0]
+}
+
+func (x TunnelSecurity) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TunnelSecurity.Descriptor instead.
+func (TunnelSecurity) EnumDescriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{0}
+}
+
 type LeaseState int32
 
 const (
@@ -72,11 +127,11 @@ func (x LeaseState) String() string {
 }
 
 func (LeaseState) Descriptor() protoreflect.EnumDescriptor {
-	return file_pogo_v1_controller_proto_enumTypes[0].Descriptor()
+	return file_pogo_v1_controller_proto_enumTypes[1].Descriptor()
 }
 
 func (LeaseState) Type() protoreflect.EnumType {
-	return &file_pogo_v1_controller_proto_enumTypes[0]
+	return &file_pogo_v1_controller_proto_enumTypes[1]
 }
 
 func (x LeaseState) Number() protoreflect.EnumNumber {
@@ -85,7 +140,7 @@ func (x LeaseState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LeaseState.Descriptor instead.
 func (LeaseState) EnumDescriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{0}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{1}
 }
 
 type IdentityKind int32
@@ -121,11 +176,11 @@ func (x IdentityKind) String() string {
 }
 
 func (IdentityKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_pogo_v1_controller_proto_enumTypes[1].Descriptor()
+	return file_pogo_v1_controller_proto_enumTypes[2].Descriptor()
 }
 
 func (IdentityKind) Type() protoreflect.EnumType {
-	return &file_pogo_v1_controller_proto_enumTypes[1]
+	return &file_pogo_v1_controller_proto_enumTypes[2]
 }
 
 func (x IdentityKind) Number() protoreflect.EnumNumber {
@@ -134,15 +189,18 @@ func (x IdentityKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IdentityKind.Descriptor instead.
 func (IdentityKind) EnumDescriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{1}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{2}
 }
 
 type RegisterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Labels        map[string]string      `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Report        *ReportResponse        `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Labels map[string]string      `protobuf:"bytes,1,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Report *ReportResponse        `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
+	// tunnel_cert_sha256 is the SHA-256 (hex) of the certificate the
+	// exporter presents on end-to-end tunnels.
+	TunnelCertSha256 string `protobuf:"bytes,3,opt,name=tunnel_cert_sha256,json=tunnelCertSha256,proto3" json:"tunnel_cert_sha256,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RegisterRequest) Reset() {
@@ -187,6 +245,13 @@ func (x *RegisterRequest) GetReport() *ReportResponse {
 		return x.Report
 	}
 	return nil
+}
+
+func (x *RegisterRequest) GetTunnelCertSha256() string {
+	if x != nil {
+		return x.TunnelCertSha256
+	}
+	return ""
 }
 
 type RegisterResponse struct {
@@ -568,18 +633,19 @@ func (x *LeaseAssignment) GetEnd() *timestamppb.Timestamp {
 
 // DialRequest asks the exporter to open a tunnel end with stream_token at
 // router (host:port of the replica the client waits at; the tunnel
-// protocol is described in lab/controller/router). plaintext: open the end
-// over plain TCP (the replica runs with --plaintext-tunnels) and send no
-// bearer token in the hello.
+// protocol is described in lab/controller/router), with the security the
+// replica uses; client_cert_sha256 is the certificate to demand of the
+// client on an end-to-end tunnel.
 type DialRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StreamToken   string                 `protobuf:"bytes,1,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
-	LeaseId       string                 `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
-	Router        string                 `protobuf:"bytes,4,opt,name=router,proto3" json:"router,omitempty"`
-	Plaintext     bool                   `protobuf:"varint,5,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	StreamToken      string                 `protobuf:"bytes,1,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
+	LeaseId          string                 `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Client           string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	Router           string                 `protobuf:"bytes,4,opt,name=router,proto3" json:"router,omitempty"`
+	Security         TunnelSecurity         `protobuf:"varint,5,opt,name=security,proto3,enum=pogo.v1.TunnelSecurity" json:"security,omitempty"`
+	ClientCertSha256 string                 `protobuf:"bytes,6,opt,name=client_cert_sha256,json=clientCertSha256,proto3" json:"client_cert_sha256,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DialRequest) Reset() {
@@ -640,11 +706,18 @@ func (x *DialRequest) GetRouter() string {
 	return ""
 }
 
-func (x *DialRequest) GetPlaintext() bool {
+func (x *DialRequest) GetSecurity() TunnelSecurity {
 	if x != nil {
-		return x.Plaintext
+		return x.Security
 	}
-	return false
+	return TunnelSecurity_TUNNEL_SECURITY_E2E
+}
+
+func (x *DialRequest) GetClientCertSha256() string {
+	if x != nil {
+		return x.ClientCertSha256
+	}
+	return ""
 }
 
 type Lease struct {
@@ -1329,10 +1402,13 @@ func (x *ExporterInfo) GetRegistered() *timestamppb.Timestamp {
 }
 
 type DialLeaseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeaseId       string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// client_cert_sha256 is the certificate the client presents on an
+	// end-to-end tunnel.
+	ClientCertSha256 string `protobuf:"bytes,2,opt,name=client_cert_sha256,json=clientCertSha256,proto3" json:"client_cert_sha256,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DialLeaseRequest) Reset() {
@@ -1372,17 +1448,25 @@ func (x *DialLeaseRequest) GetLeaseId() string {
 	return ""
 }
 
+func (x *DialLeaseRequest) GetClientCertSha256() string {
+	if x != nil {
+		return x.ClientCertSha256
+	}
+	return ""
+}
+
 type DialLeaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// router is the address (host:port) of the controller replica the
 	// exporter is connected to.
-	Router      string `protobuf:"bytes,1,opt,name=router,proto3" json:"router,omitempty"`
-	StreamToken string `protobuf:"bytes,2,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
-	// plaintext: the replica splices tunnels over plain TCP legs
-	// (--plaintext-tunnels); dial it without TLS and send no bearer token.
-	Plaintext     bool `protobuf:"varint,3,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Router      string         `protobuf:"bytes,1,opt,name=router,proto3" json:"router,omitempty"`
+	StreamToken string         `protobuf:"bytes,2,opt,name=stream_token,json=streamToken,proto3" json:"stream_token,omitempty"`
+	Security    TunnelSecurity `protobuf:"varint,3,opt,name=security,proto3,enum=pogo.v1.TunnelSecurity" json:"security,omitempty"`
+	// exporter_cert_sha256 is the certificate to demand of the exporter on
+	// an end-to-end tunnel.
+	ExporterCertSha256 string `protobuf:"bytes,4,opt,name=exporter_cert_sha256,json=exporterCertSha256,proto3" json:"exporter_cert_sha256,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DialLeaseResponse) Reset() {
@@ -1429,11 +1513,18 @@ func (x *DialLeaseResponse) GetStreamToken() string {
 	return ""
 }
 
-func (x *DialLeaseResponse) GetPlaintext() bool {
+func (x *DialLeaseResponse) GetSecurity() TunnelSecurity {
 	if x != nil {
-		return x.Plaintext
+		return x.Security
 	}
-	return false
+	return TunnelSecurity_TUNNEL_SECURITY_E2E
+}
+
+func (x *DialLeaseResponse) GetExporterCertSha256() string {
+	if x != nil {
+		return x.ExporterCertSha256
+	}
+	return ""
 }
 
 type CreateIdentityRequest struct {
@@ -2014,10 +2105,11 @@ var File_pogo_v1_controller_proto protoreflect.FileDescriptor
 
 const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\n" +
-	"\x18pogo/v1/controller.proto\x12\apogo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16pogo/v1/exporter.proto\"\xbb\x01\n" +
+	"\x18pogo/v1/controller.proto\x12\apogo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16pogo/v1/exporter.proto\"\xe9\x01\n" +
 	"\x0fRegisterRequest\x12<\n" +
 	"\x06labels\x18\x01 \x03(\v2$.pogo.v1.RegisterRequest.LabelsEntryR\x06labels\x12/\n" +
-	"\x06report\x18\x02 \x01(\v2\x17.pogo.v1.ReportResponseR\x06report\x1a9\n" +
+	"\x06report\x18\x02 \x01(\v2\x17.pogo.v1.ReportResponseR\x06report\x12,\n" +
+	"\x12tunnel_cert_sha256\x18\x03 \x01(\tR\x10tunnelCertSha256\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
@@ -2039,13 +2131,14 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x0fLeaseAssignment\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12,\n" +
-	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\x99\x01\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"\xde\x01\n" +
 	"\vDialRequest\x12!\n" +
 	"\fstream_token\x18\x01 \x01(\tR\vstreamToken\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x16\n" +
 	"\x06client\x18\x03 \x01(\tR\x06client\x12\x16\n" +
-	"\x06router\x18\x04 \x01(\tR\x06router\x12\x1c\n" +
-	"\tplaintext\x18\x05 \x01(\bR\tplaintext\"\xfc\x04\n" +
+	"\x06router\x18\x04 \x01(\tR\x06router\x123\n" +
+	"\bsecurity\x18\x05 \x01(\x0e2\x17.pogo.v1.TunnelSecurityR\bsecurity\x12,\n" +
+	"\x12client_cert_sha256\x18\x06 \x01(\tR\x10clientCertSha256\"\xfc\x04\n" +
 	"\x05Lease\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\tR\x06client\x12\x1a\n" +
@@ -2106,13 +2199,15 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"registered\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\x10DialLeaseRequest\x12\x19\n" +
-	"\blease_id\x18\x01 \x01(\tR\aleaseId\"l\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12,\n" +
+	"\x12client_cert_sha256\x18\x02 \x01(\tR\x10clientCertSha256\"\xb5\x01\n" +
 	"\x11DialLeaseResponse\x12\x16\n" +
 	"\x06router\x18\x01 \x01(\tR\x06router\x12!\n" +
-	"\fstream_token\x18\x02 \x01(\tR\vstreamToken\x12\x1c\n" +
-	"\tplaintext\x18\x03 \x01(\bR\tplaintext\"C\n" +
+	"\fstream_token\x18\x02 \x01(\tR\vstreamToken\x123\n" +
+	"\bsecurity\x18\x03 \x01(\x0e2\x17.pogo.v1.TunnelSecurityR\bsecurity\x120\n" +
+	"\x14exporter_cert_sha256\x18\x04 \x01(\tR\x12exporterCertSha256\"C\n" +
 	"\x15CreateIdentityRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06rotate\x18\x02 \x01(\bR\x06rotate\"B\n" +
@@ -2148,7 +2243,11 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.pogo.v1.IdentityKindR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\";\n" +
 	"\x16DeleteIdentityResponse\x12!\n" +
-	"\fended_leases\x18\x01 \x03(\tR\vendedLeases*\xa8\x01\n" +
+	"\fended_leases\x18\x01 \x03(\tR\vendedLeases*]\n" +
+	"\x0eTunnelSecurity\x12\x17\n" +
+	"\x13TUNNEL_SECURITY_E2E\x10\x00\x12\x17\n" +
+	"\x13TUNNEL_SECURITY_TLS\x10\x01\x12\x19\n" +
+	"\x15TUNNEL_SECURITY_PLAIN\x10\x02*\xa8\x01\n" +
 	"\n" +
 	"LeaseState\x12\x1b\n" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -2196,122 +2295,125 @@ func file_pogo_v1_controller_proto_rawDescGZIP() []byte {
 	return file_pogo_v1_controller_proto_rawDescData
 }
 
-var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_pogo_v1_controller_proto_goTypes = []any{
-	(LeaseState)(0),                   // 0: pogo.v1.LeaseState
-	(IdentityKind)(0),                 // 1: pogo.v1.IdentityKind
-	(*RegisterRequest)(nil),           // 2: pogo.v1.RegisterRequest
-	(*RegisterResponse)(nil),          // 3: pogo.v1.RegisterResponse
-	(*ExporterMessage)(nil),           // 4: pogo.v1.ExporterMessage
-	(*Heartbeat)(nil),                 // 5: pogo.v1.Heartbeat
-	(*EndLeaseRequest)(nil),           // 6: pogo.v1.EndLeaseRequest
-	(*ControllerMessage)(nil),         // 7: pogo.v1.ControllerMessage
-	(*LeaseAssignment)(nil),           // 8: pogo.v1.LeaseAssignment
-	(*DialRequest)(nil),               // 9: pogo.v1.DialRequest
-	(*Lease)(nil),                     // 10: pogo.v1.Lease
-	(*CreateLeaseRequest)(nil),        // 11: pogo.v1.CreateLeaseRequest
-	(*GetLeaseRequest)(nil),           // 12: pogo.v1.GetLeaseRequest
-	(*ListLeasesRequest)(nil),         // 13: pogo.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),        // 14: pogo.v1.ListLeasesResponse
-	(*UpdateLeaseRequest)(nil),        // 15: pogo.v1.UpdateLeaseRequest
-	(*DeleteLeaseRequest)(nil),        // 16: pogo.v1.DeleteLeaseRequest
-	(*ListExportersRequest)(nil),      // 17: pogo.v1.ListExportersRequest
-	(*ListExportersResponse)(nil),     // 18: pogo.v1.ListExportersResponse
-	(*ExporterInfo)(nil),              // 19: pogo.v1.ExporterInfo
-	(*DialLeaseRequest)(nil),          // 20: pogo.v1.DialLeaseRequest
-	(*DialLeaseResponse)(nil),         // 21: pogo.v1.DialLeaseResponse
-	(*CreateIdentityRequest)(nil),     // 22: pogo.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),    // 23: pogo.v1.CreateIdentityResponse
-	(*SetExporterEnabledRequest)(nil), // 24: pogo.v1.SetExporterEnabledRequest
-	(*Policy)(nil),                    // 25: pogo.v1.Policy
-	(*GetCARequest)(nil),              // 26: pogo.v1.GetCARequest
-	(*GetCAResponse)(nil),             // 27: pogo.v1.GetCAResponse
-	(*ListIdentitiesRequest)(nil),     // 28: pogo.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),    // 29: pogo.v1.ListIdentitiesResponse
-	(*Identity)(nil),                  // 30: pogo.v1.Identity
-	(*DeleteIdentityRequest)(nil),     // 31: pogo.v1.DeleteIdentityRequest
-	(*DeleteIdentityResponse)(nil),    // 32: pogo.v1.DeleteIdentityResponse
-	nil,                               // 33: pogo.v1.RegisterRequest.LabelsEntry
-	nil,                               // 34: pogo.v1.Lease.TagsEntry
-	nil,                               // 35: pogo.v1.CreateLeaseRequest.TagsEntry
-	nil,                               // 36: pogo.v1.ExporterInfo.LabelsEntry
-	(*ReportResponse)(nil),            // 37: pogo.v1.ReportResponse
-	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 39: google.protobuf.Duration
+	(TunnelSecurity)(0),               // 0: pogo.v1.TunnelSecurity
+	(LeaseState)(0),                   // 1: pogo.v1.LeaseState
+	(IdentityKind)(0),                 // 2: pogo.v1.IdentityKind
+	(*RegisterRequest)(nil),           // 3: pogo.v1.RegisterRequest
+	(*RegisterResponse)(nil),          // 4: pogo.v1.RegisterResponse
+	(*ExporterMessage)(nil),           // 5: pogo.v1.ExporterMessage
+	(*Heartbeat)(nil),                 // 6: pogo.v1.Heartbeat
+	(*EndLeaseRequest)(nil),           // 7: pogo.v1.EndLeaseRequest
+	(*ControllerMessage)(nil),         // 8: pogo.v1.ControllerMessage
+	(*LeaseAssignment)(nil),           // 9: pogo.v1.LeaseAssignment
+	(*DialRequest)(nil),               // 10: pogo.v1.DialRequest
+	(*Lease)(nil),                     // 11: pogo.v1.Lease
+	(*CreateLeaseRequest)(nil),        // 12: pogo.v1.CreateLeaseRequest
+	(*GetLeaseRequest)(nil),           // 13: pogo.v1.GetLeaseRequest
+	(*ListLeasesRequest)(nil),         // 14: pogo.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),        // 15: pogo.v1.ListLeasesResponse
+	(*UpdateLeaseRequest)(nil),        // 16: pogo.v1.UpdateLeaseRequest
+	(*DeleteLeaseRequest)(nil),        // 17: pogo.v1.DeleteLeaseRequest
+	(*ListExportersRequest)(nil),      // 18: pogo.v1.ListExportersRequest
+	(*ListExportersResponse)(nil),     // 19: pogo.v1.ListExportersResponse
+	(*ExporterInfo)(nil),              // 20: pogo.v1.ExporterInfo
+	(*DialLeaseRequest)(nil),          // 21: pogo.v1.DialLeaseRequest
+	(*DialLeaseResponse)(nil),         // 22: pogo.v1.DialLeaseResponse
+	(*CreateIdentityRequest)(nil),     // 23: pogo.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),    // 24: pogo.v1.CreateIdentityResponse
+	(*SetExporterEnabledRequest)(nil), // 25: pogo.v1.SetExporterEnabledRequest
+	(*Policy)(nil),                    // 26: pogo.v1.Policy
+	(*GetCARequest)(nil),              // 27: pogo.v1.GetCARequest
+	(*GetCAResponse)(nil),             // 28: pogo.v1.GetCAResponse
+	(*ListIdentitiesRequest)(nil),     // 29: pogo.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),    // 30: pogo.v1.ListIdentitiesResponse
+	(*Identity)(nil),                  // 31: pogo.v1.Identity
+	(*DeleteIdentityRequest)(nil),     // 32: pogo.v1.DeleteIdentityRequest
+	(*DeleteIdentityResponse)(nil),    // 33: pogo.v1.DeleteIdentityResponse
+	nil,                               // 34: pogo.v1.RegisterRequest.LabelsEntry
+	nil,                               // 35: pogo.v1.Lease.TagsEntry
+	nil,                               // 36: pogo.v1.CreateLeaseRequest.TagsEntry
+	nil,                               // 37: pogo.v1.ExporterInfo.LabelsEntry
+	(*ReportResponse)(nil),            // 38: pogo.v1.ReportResponse
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
 }
 var file_pogo_v1_controller_proto_depIdxs = []int32{
-	33, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
-	37, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
-	5,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	6,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
-	8,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
-	9,  // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
-	5,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	38, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
-	39, // 8: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
-	38, // 9: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
-	34, // 10: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
-	0,  // 11: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
-	38, // 12: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	38, // 13: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	38, // 14: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
-	39, // 15: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
-	38, // 16: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
-	35, // 17: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
-	10, // 18: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
-	39, // 19: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
-	38, // 20: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
-	19, // 21: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
-	36, // 22: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
-	38, // 23: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
-	37, // 24: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
-	38, // 25: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
-	30, // 26: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
-	1,  // 27: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
-	38, // 28: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
-	25, // 29: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
-	38, // 30: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
-	1,  // 31: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
-	2,  // 32: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
-	4,  // 33: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
-	11, // 34: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
-	12, // 35: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
-	13, // 36: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
-	15, // 37: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
-	16, // 38: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
-	12, // 39: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
-	17, // 40: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
-	20, // 41: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
-	22, // 42: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
-	22, // 43: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
-	24, // 44: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
-	25, // 45: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
-	26, // 46: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
-	28, // 47: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
-	31, // 48: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
-	3,  // 49: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
-	7,  // 50: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
-	10, // 51: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
-	10, // 52: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
-	14, // 53: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
-	10, // 54: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
-	10, // 55: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
-	10, // 56: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
-	18, // 57: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
-	21, // 58: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
-	23, // 59: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
-	23, // 60: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
-	19, // 61: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
-	25, // 62: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
-	27, // 63: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
-	29, // 64: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
-	32, // 65: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
-	49, // [49:66] is the sub-list for method output_type
-	32, // [32:49] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	34, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
+	38, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
+	6,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	7,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
+	9,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
+	10, // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
+	6,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	39, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
+	0,  // 8: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
+	40, // 9: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
+	39, // 10: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
+	35, // 11: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
+	1,  // 12: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
+	39, // 13: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	39, // 14: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	39, // 15: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
+	40, // 16: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
+	39, // 17: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
+	36, // 18: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
+	11, // 19: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
+	40, // 20: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
+	39, // 21: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
+	20, // 22: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
+	37, // 23: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
+	39, // 24: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
+	38, // 25: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
+	39, // 26: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
+	0,  // 27: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
+	31, // 28: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
+	2,  // 29: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
+	39, // 30: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
+	26, // 31: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
+	39, // 32: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
+	2,  // 33: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
+	3,  // 34: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
+	5,  // 35: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
+	12, // 36: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
+	13, // 37: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
+	14, // 38: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
+	16, // 39: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
+	17, // 40: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
+	13, // 41: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
+	18, // 42: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
+	21, // 43: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
+	23, // 44: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
+	23, // 45: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
+	25, // 46: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
+	26, // 47: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
+	27, // 48: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
+	29, // 49: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
+	32, // 50: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
+	4,  // 51: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
+	8,  // 52: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
+	11, // 53: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
+	11, // 54: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
+	15, // 55: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
+	11, // 56: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
+	11, // 57: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
+	11, // 58: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
+	19, // 59: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
+	22, // 60: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
+	24, // 61: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
+	24, // 62: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
+	20, // 63: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
+	26, // 64: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
+	28, // 65: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
+	30, // 66: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
+	33, // 67: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
+	51, // [51:68] is the sub-list for method output_type
+	34, // [34:51] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_controller_proto_init() }
@@ -2334,7 +2436,7 @@ func file_pogo_v1_controller_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pogo_v1_controller_proto_rawDesc), len(file_pogo_v1_controller_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,

@@ -88,12 +88,15 @@ func Check(hash, secret string) bool {
 // tunnel between a lease's client and its exporter. The two ends' tokens
 // share the Nonce, which names the tunnel.
 type StreamClaims struct {
-	Lease    string    `json:"l"`
-	Exporter string    `json:"e"`
-	Client   string    `json:"c"`
-	Side     string    `json:"s"`
-	Expires  time.Time `json:"x"`
-	Nonce    string    `json:"n"`
+	Lease    string `json:"l"`
+	Exporter string `json:"e"`
+	Client   string `json:"c"`
+	Side     string `json:"s"`
+	// ClientCert is the certificate the client presents on an
+	// end-to-end tunnel (SHA-256, hex).
+	ClientCert string    `json:"k,omitempty"`
+	Expires    time.Time `json:"x"`
+	Nonce      string    `json:"n"`
 }
 
 // Signer signs stream tokens with a key all replicas share.

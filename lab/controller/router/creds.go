@@ -17,7 +17,7 @@ import (
 // ServerCreds are the controller's gRPC transport credentials with tunnel
 // ends taken out before gRPC sees them: TLS connections that negotiate
 // ALPN and plain TCP connections that start with "POGO", which are taken
-// only without TLS (tc nil) or with plain (--plaintext-tunnels). All share
+// unless tunnels use TLS legs (plain false). All share
 // the one listening port.
 func ServerCreds(tc *tls.Config, hub *Hub, plain bool) credentials.TransportCredentials {
 	s := &serverCreds{hub: hub, plain: plain || tc == nil}
@@ -49,7 +49,7 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	peeked := prefixed{Conn: raw, r: io.MultiReader(bytes.NewReader(magic[:]), raw)}
 	if string(magic[:]) == plainMagic {
 		if !s.plain {
-			go refuse(peeked, fmt.Errorf("this controller takes tunnel ends over TLS only (it runs without --plaintext-tunnels): %w", errdefs.ErrUnauthorized))
+			go refuse(peeked, fmt.Errorf("this controller takes tunnel ends over TLS only (it runs with --tunnel-security tls): %w", errdefs.ErrUnauthorized))
 			return nil, nil, credentials.ErrConnDispatched
 		}
 		s.hub.Accept(peeked)

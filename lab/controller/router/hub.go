@@ -139,7 +139,7 @@ func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
 	ex := c
 	ex.Side = auth.Exporter
 	ex.Expires = time.Now().Add(PairTimeout + HelloTimeout)
-	dr := &pb.DialRequest{StreamToken: h.Signer.Sign(ex), LeaseId: c.Lease, Client: c.Client}
+	dr := &pb.DialRequest{StreamToken: h.Signer.Sign(ex), LeaseId: c.Lease, Client: c.Client, ClientCertSha256: c.ClientCert}
 	gone, err := h.Notify(c.Exporter, dr)
 	if err != nil {
 		return err

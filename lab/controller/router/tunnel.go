@@ -3,11 +3,10 @@
 // token; once both are there the router copies raw bytes between the two
 // connections. The exporter's gRPC API runs inside, unchanged.
 //
-// A tunnel end is a TLS connection to the controller's gRPC port that
-// negotiates ALPN "pogo-tunnel/1" instead of "h2", or, on a controller
-// run with --plaintext-tunnels (or without TLS), a plain TCP connection
-// to that port whose first bytes are "POGO". It sends one hello line and
-// reads one reply line; after "OK" the connection is the tunnel:
+// A tunnel end is a connection to the controller's gRPC port: plain TCP
+// whose first bytes are "POGO", or (with --tunnel-security tls) TLS that
+// negotiates ALPN "pogo-tunnel/1" instead of "h2". It sends one hello line
+// and reads one reply line; after "OK" the connection is the tunnel:
 //
 //	POGO-TUNNEL/1 <bearer token> <stream token>\n
 //	OK\n   or   ERR <kind> <message>\n
@@ -20,7 +19,8 @@
 //
 // The router never decodes what it splices: one leg in, one out, and no
 // framing or HTTP/2 on the way. Two plaintext legs are spliced by the
-// kernel.
+// kernel. By default (end-to-end) they carry TLS between the client and
+// the exporter, each demanding the other's Identity.
 package router
 
 import (

@@ -31,6 +31,9 @@ type Exporter struct {
 	Report     []byte            `json:"report,omitempty"`
 	Created    time.Time         `json:"created"`
 	Registered time.Time         `json:"registered,omitzero"`
+	// TunnelCert is the SHA-256 of the certificate the exporter presents
+	// on end-to-end tunnels (new with each exporter process).
+	TunnelCert string `json:"tunnelCert,omitempty"`
 }
 
 // Online says an exporter's Listen stream is open on a replica. The key
@@ -39,9 +42,9 @@ type Online struct {
 	Meta
 	Replica string `json:"replica"`
 	Router  string `json:"router"`
-	// Plaintext: the replica splices tunnels over plain TCP legs.
-	Plaintext bool      `json:"plaintext,omitempty"`
-	Since     time.Time `json:"since"`
+	// Tunnels is the replica's tunnel security (a pb.TunnelSecurity).
+	Tunnels int32     `json:"tunnels,omitempty"`
+	Since   time.Time `json:"since"`
 }
 
 // Policy is what a client may do.
