@@ -1,6 +1,6 @@
 // Package router splices byte streams. A client and an exporter each open
-// a tunnel end to the same controller replica with the same signed stream
-// token; once both are there the router copies raw bytes between the two
+// a tunnel end to the same controller replica with a stream token for the
+// same tunnel; once both are there the router copies raw bytes between the two
 // connections. The exporter's gRPC API runs inside, unchanged.
 //
 // A tunnel end is a connection to the controller's gRPC port: plain TCP
@@ -11,7 +11,7 @@
 //	POGO-TUNNEL/1 <bearer token> <stream token>\n
 //	OK\n   or   ERR <kind> <message>\n
 //
-// Each end has its own stream token (signed by the controller, naming the
+// Each end has its own stream token (sealed by the controller, naming the
 // lease, the side and the tunnel, valid 30 s, good for one tunnel). A
 // plaintext end sends "-" for the bearer token, which must never cross the
 // network in the clear: its stream token, which the controller handed to
