@@ -381,5 +381,6 @@ func BenchmarkStream(b *testing.B) {
 	b.ReportMetric(e2e/raw, "routed-e2e/raw")
 	b.ReportMetric(routed/raw, "routed-tls/raw")
 	b.ReportMetric(plain/raw, "routed-plain/raw")
+	b.ReportMetric(plain/relay, "routed-plain/bare-relay")
 	b.ReportMetric(e2e/direct, "routed-e2e/direct")
 }
