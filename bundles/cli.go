@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -16,7 +17,7 @@ import (
 func Command() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "bundle",
-		Short: "Push, pull and inspect flasher bundles (OCI artifacts)",
+		Short: "Push, pull, inspect and cache flasher bundles (OCI artifacts)",
 		Long: `A flasher bundle is a directory with manifest.yaml (Jumpstarter's
 FlashBundleManifest) and the files it names, stored in a registry as an OCI
 artifact of type ` + ArtifactType + `.
@@ -25,7 +26,7 @@ REF is a registry reference (HOST/REPO[:TAG|@DIGEST], plain HTTP for
 localhost and loopback addresses, credentials from the docker config file),
 ` + LayoutPrefix + `PATH[:TAG|@DIGEST] for a local OCI layout, or a directory.`,
 	}
-	root.AddCommand(pushCommand(), pullCommand(), inspectCommand())
+	root.AddCommand(pushCommand(), pullCommand(), inspectCommand(), lsCommand(), pruneCommand())
 	return root
 }
 
@@ -145,4 +146,84 @@ func printInfo(out io.Writer, info *Info) {
 	for _, f := range info.Files {
 		fmt.Fprintf(w, "  %s\t%d\t%s\n", f.Name, f.Size, f.Digest)
 	}
+}
+
+func lsCommand() *cobra.Command {
+	var cacheDir string
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List the bundles in the cache, most recently used first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cs, err := List(cmd.Context(), cacheDir)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "DIGEST\tNAME\tSIZE\tLAST USED\tREFS")
+			for _, c := range cs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", shortDigest(c.Digest), c.Name, humanBytes(c.Size), c.LastUsed.Format(time.DateTime), strings.Join(c.Refs, ","))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&cacheDir, "cache-dir", DefaultCacheDir(), "the bundle cache")
+	return cmd
+}
+
+func pruneCommand() *cobra.Command {
+	var (
+		cacheDir  string
+		unusedFor time.Duration
+		all       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove cached bundles no pull has used for a while",
+		Long: `Remove from the cache every bundle no pull has returned for --unused-for
+(or every bundle, with --all), with the blobs no remaining bundle shares.
+An exporter pulls its bundle when a flash begins, so a bundle in use is
+never older than the flash; with --all, run it when no flash runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			before := time.Now().Add(-unusedFor)
+			if all {
+				before = time.Now().Add(time.Hour)
+			} else if unusedFor <= 0 {
+				return fmt.Errorf("--unused-for %s: want a positive duration (or --all)", unusedFor)
+			}
+			removed, err := Prune(cmd.Context(), cacheDir, before)
+			var freed int64
+			for _, c := range removed {
+				freed += c.Size
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s %s (%s, last used %s)\n", shortDigest(c.Digest), c.Name, humanBytes(c.Size), c.LastUsed.Format(time.DateTime))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "freed %s in %d bundles\n", humanBytes(freed), len(removed))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cacheDir, "cache-dir", DefaultCacheDir(), "the bundle cache")
+	f.DurationVar(&unusedFor, "unused-for", 30*24*time.Hour, "remove bundles not used for this long")
+	f.BoolVar(&all, "all", false, "remove every bundle")
+	return cmd
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -59,6 +59,23 @@ func TestCLI(t *testing.T) {
 		t.Errorf("second pull: %v\n%s", err, out)
 	}
 
+	// The cache: listed with the reference it came by, then pruned.
+	out, err = runCLI(t, "ls", "--cache-dir", cache)
+	if err != nil || !strings.Contains(out, digest[:19]) || !strings.Contains(out, ref) || !strings.Contains(out, "synth") {
+		t.Errorf("ls: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "prune", "--cache-dir", cache)
+	if err != nil || !strings.Contains(out, "freed 0 B in 0 bundles") {
+		t.Errorf("prune of a fresh cache: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "prune", "--cache-dir", cache, "--all")
+	if err != nil || !strings.Contains(out, "removed "+digest[:19]) || !strings.Contains(out, "in 1 bundles") {
+		t.Errorf("prune --all: %v\n%s", err, out)
+	}
+	if _, err := runCLI(t, "prune", "--cache-dir", cache, "--unused-for", "0s"); err == nil {
+		t.Error("prune --unused-for 0s succeeded")
+	}
+
 	if _, err := runCLI(t, "pull", "127.0.0.1:1/nothing:v1"); err == nil || !strings.Contains(err.Error(), "registry 127.0.0.1:1") {
 		t.Errorf("unreachable: %v", err)
 	}

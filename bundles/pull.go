@@ -107,6 +107,7 @@ func Pull(ctx context.Context, ref, cacheDir string) (*Bundle, error) {
 	if b.Manifest, err = readManifest(root, manifest.FileName); err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", ref, err)
 	}
+	touch(b.Dir)
 	slog.Debug("bundle pulled", "ref", ref, "digest", b.Digest, "fetched", b.Fetched, "dir", b.Dir, "took", time.Since(start))
 	return b, nil
 }
@@ -184,7 +185,7 @@ func extract(ctx context.Context, store content.Fetcher, mf *ocispec.Manifest, d
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("bundle cache: %w", err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".extract-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), extractPrefix)
 	if err != nil {
 		return fmt.Errorf("bundle cache: %w", err)
 	}
