@@ -28,7 +28,10 @@ func TestCachePrune(t *testing.T) {
 	// Two bundles sharing their kernel, initramfs and device tree: only
 	// the manifest.yaml differs.
 	oldSrc := synthBundle(t)
-	newSrc := synthBundle(t)
+	newSrc := filepath.Join(t.TempDir(), "new")
+	if err := os.CopyFS(newSrc, os.DirFS(oldSrc)); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, filepath.Join(newSrc, "manifest.yaml"), []byte(synthManifest+"# newer\n"))
 	oldDigest, err := bundles.Push(ctx, oldSrc, bundles.LayoutPrefix+layout+":old")
 	if err != nil {
