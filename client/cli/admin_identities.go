@@ -101,6 +101,8 @@ func printIdentities(w io.Writer, format string, ids []*pb.Identity) error {
 		created := ""
 		if id.GetCreated() != nil {
 			created = id.GetCreated().AsTime().Local().Format(time.DateTime)
+		} else if id.GetKind() == pb.IdentityKind_IDENTITY_KIND_CLIENT {
+			details = append(details, "policy only: no such client yet")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", kindName(id.GetKind()), id.GetName(), created, strings.Join(details, ", "))
 	}

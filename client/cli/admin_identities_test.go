@@ -36,6 +36,7 @@ func TestAdminIdentities(t *testing.T) {
 		{"create", "client", "bob"},
 		{"create", "exporter", "board1"},
 		{"policy", "alice", "--priority", "2", "-l", "board=qemu"},
+		{"policy", "carol", "--priority", "5"}, // before carol exists
 		{"disable", "exporter", "board1"},
 	} {
 		if out, err := jmpAdmin(t, lab.Dir, args...); err != nil {
@@ -53,6 +54,7 @@ func TestAdminIdentities(t *testing.T) {
 		`(?m)^client +alice +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +priority 2, selector board=qemu$`,
 		`(?m)^client +bob +\S+ \S+ +priority 0, all exporters$`,
 		`(?m)^exporter +board1 +\S+ \S+ +disabled, offline, never registered$`,
+		`(?m)^client +carol +priority 5, all exporters, policy only: no such client yet$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("get identities: no line matching %s", re)
@@ -70,7 +72,7 @@ func TestAdminIdentities(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &ids); err != nil {
 		t.Fatalf("-o json: %v\n%s", err, out)
 	}
-	if len(ids) != 3 || ids[0].Name != "alice" || ids[0].Kind != "IDENTITY_KIND_CLIENT" || ids[0].Policy.Priority != 2 || ids[2].Name != "board1" {
+	if len(ids) != 4 || ids[0].Name != "alice" || ids[0].Kind != "IDENTITY_KIND_CLIENT" || ids[0].Policy.Priority != 2 || ids[2].Name != "carol" || ids[2].Policy.Priority != 5 || ids[3].Name != "board1" {
 		t.Errorf("-o json: %+v", ids)
 	}
 	if _, err := jmpAdmin(t, lab.Dir, "get", "identities", "-o", "xml"); err == nil {

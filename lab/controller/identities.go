@@ -33,6 +33,17 @@ func (s *adminService) ListIdentities(context.Context, *pb.ListIdentitiesRequest
 				Kind: pb.IdentityKind_IDENTITY_KIND_CLIENT, Name: name, Created: timestamppb.New(id.Created), Policy: p,
 			})
 		}
+		// A policy may be set before its client exists: list it, with
+		// no creation time, so it does not surprise whoever creates the
+		// client later.
+		for name, rec := range v.Policies {
+			if _, ok := v.Clients[name]; !ok {
+				out.Identities = append(out.Identities, &pb.Identity{
+					Kind: pb.IdentityKind_IDENTITY_KIND_CLIENT, Name: name,
+					Policy: &pb.Policy{Client: name, Priority: int32(rec.Priority), Selector: rec.Selector},
+				})
+			}
+		}
 		for name, e := range v.Exporters {
 			_, online := v.Online[name]
 			id := &pb.Identity{

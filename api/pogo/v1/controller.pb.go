@@ -1914,7 +1914,9 @@ type Identity struct {
 	Kind    IdentityKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=pogo.v1.IdentityKind" json:"kind,omitempty"`
 	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Created *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created,proto3" json:"created,omitempty"`
-	// policy is a client's (priority 0 and every exporter when none was set).
+	// policy is a client's (priority 0 and every exporter when none was
+	// set). A client with a policy but no created time does not exist yet:
+	// its policy was set ahead of it.
 	Policy *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	// enabled, online and registered (last registration; unset: never) are
 	// an exporter's.
