@@ -172,3 +172,16 @@ func typeMessage(t reflect.Type, val *yaml.Node) string {
 	}
 	return fmt.Sprintf("want %s, got %s", want, got)
 }
+
+// Has says whether key is in the config.
+func (c Config) Has(key string) bool {
+	if c.node == nil || c.node.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(c.node.Content); i += 2 {
+		if c.node.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
+}

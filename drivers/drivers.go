@@ -51,7 +51,9 @@ type Kind struct {
 // already-built children.
 type Build struct {
 	// Path is the node's dotted path in the export tree.
-	Path   string
+	Path string
+	// Type is the node's type as written (a kind or one of its aliases).
+	Type   string
 	Config Config
 	// Children are the node's children (refs resolved), by name.
 	Children map[string]Driver

@@ -82,6 +82,7 @@ func Build(ctx context.Context, f *config.File, host *drivers.Host, log *slog.Lo
 		k, _ := drivers.Lookup(n.Type)
 		d, err := drivers.New(ctx, k, &drivers.Build{
 			Path:     n.Path,
+			Type:     n.Type,
 			Config:   n.Config,
 			Children: children,
 			Log:      log.With("driver", n.Path),

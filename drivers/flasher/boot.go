@@ -55,7 +55,7 @@ func (d *Driver) powerCycle(ctx context.Context) error {
 // cycle), power cycles the board and stops at the U-Boot prompt.
 func (d *Driver) toBootloader(ctx context.Context, s *session, b *bundle, emit func(Event)) (bootFiles, map[string]string, error) {
 	emit(Event{Phase: PhaseBundle, Message: "staging the flasher's boot files on the tftp server"})
-	bf, err := b.boot()
+	bf, err := b.boot(d.cfg.Variant)
 	if err != nil {
 		return bf, nil, &stepErr{PhaseBundle, err}
 	}

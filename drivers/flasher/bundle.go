@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/pogolab/pogo/bundles"
@@ -85,7 +87,9 @@ type load struct {
 	what, file, addr string
 }
 
-func (b *bundle) boot() (bootFiles, error) {
+// boot lists what U-Boot loads and runs to start the flasher, with the
+// device tree variant asked for ("" for the bundle's default).
+func (b *bundle) boot(variant string) (bootFiles, error) {
 	s := b.spec
 	var bf bootFiles
 	if s.Kernel == nil {
@@ -96,10 +100,21 @@ func (b *bundle) boot() (bootFiles, error) {
 		bf.loads = append(bf.loads, load{"initram", s.Initram.File, s.Initram.Address})
 	}
 	bf.bootcmd = s.Bootcmd
-	if s.DTB != nil && s.DTB.Default != "" {
-		v, ok := s.DTB.Variants[s.DTB.Default]
+	if variant != "" {
+		var names []string
+		if s.DTB != nil {
+			names = slices.Sorted(maps.Keys(s.DTB.Variants))
+		}
+		if !slices.Contains(names, variant) {
+			return bf, fmt.Errorf("flasher bundle %s: no device tree variant %q (variants: %s)", b.ref, variant, strings.Join(names, ", "))
+		}
+	} else if s.DTB != nil {
+		variant = s.DTB.Default
+	}
+	if variant != "" {
+		v, ok := s.DTB.Variants[variant]
 		if !ok {
-			return bf, fmt.Errorf("flasher bundle %s: dtb.default %q is not a variant", b.ref, s.DTB.Default)
+			return bf, fmt.Errorf("flasher bundle %s: dtb.default %q is not a variant", b.ref, variant)
 		}
 		if v.File != "" {
 			// The device tree goes last: a bootcmd using ${filesize} means

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,11 +37,42 @@ func init() {
 	})
 }
 
+// defaultBundles are the bundles of Jumpstarter's board flashers, used
+// when the config names none.
+var defaultBundles = map[string]string{
+	"jumpstarter_driver_flashers.driver.TIJ784S4Flasher": "quay.io/jumpstarter-dev/jumpstarter-flasher-ti-j784s4:latest",
+	"jumpstarter_driver_flashers.driver.RCarS4Flasher":   "quay.io/jumpstarter-dev/jumpstarter-flasher-rcar-s4:latest",
+}
+
+// configOf decodes, completes and checks a node's config.
+func configOf(b *drivers.Build) (Config, error) {
+	var cfg Config
+	if err := b.Config.Decode(&cfg); err != nil {
+		return cfg, err
+	}
+	if !b.Config.Has("flasher_bundle") {
+		def, ok := defaultBundles[b.Type]
+		if !ok {
+			return cfg, drivers.FieldErr("flasher_bundle", "required key is missing (only %s have a default)", strings.Join(slices.Sorted(maps.Keys(defaultBundles)), " and "))
+		}
+		cfg.Bundle = def
+	}
+	cfg.defaults()
+	return cfg, cfg.check()
+}
+
 // Config is the flasher node's config.
 type Config struct {
 	// Bundle is the flasher bundle: a plain directory, "oci-layout:PATH"
-	// or a registry reference.
-	Bundle string `yaml:"flasher_bundle,required"`
+	// or a registry reference. Required, except for Jumpstarter's board
+	// flashers, which have their default (defaultBundles).
+	Bundle string `yaml:"flasher_bundle"`
+	// Variant is the device tree variant to boot the flasher with
+	// (default: the bundle's dtb.default).
+	Variant string `yaml:"variant"`
+	// DefaultTarget is the target to flash when none is asked for
+	// (default: the bundle's default_target).
+	DefaultTarget string `yaml:"default_target"`
 	// CacheDir holds pulled bundles and spooled uploads.
 	CacheDir string `yaml:"cache_dir"`
 	// TFTPDir and HTTPDir are the roots of the tftp and http servers the
@@ -175,12 +208,8 @@ var _ Programmer = (*Driver)(nil)
 
 // New builds a flasher from its node.
 func New(ctx context.Context, b *drivers.Build) (drivers.Driver, error) {
-	var cfg Config
-	if err := b.Config.Decode(&cfg); err != nil {
-		return nil, err
-	}
-	cfg.defaults()
-	if err := cfg.check(); err != nil {
+	cfg, err := configOf(b)
+	if err != nil {
 		return nil, err
 	}
 	con, err := drivers.ChildAs[console.Attacher](b, "serial", "console")

@@ -144,7 +144,11 @@ func (d *Driver) Flash(ctx context.Context, img Image, opts FlashOptions, events
 	if err != nil {
 		return Result{}, &stepErr{PhaseBundle, err}
 	}
-	target, targetName, err := chooseTarget(b.spec, opts.Partition)
+	partition := opts.Partition
+	if partition == "" {
+		partition = d.cfg.DefaultTarget // the node's default_target
+	}
+	target, targetName, err := chooseTarget(b.spec, partition)
 	if err != nil {
 		return Result{}, err
 	}

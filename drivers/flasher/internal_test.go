@@ -279,3 +279,65 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("no children: err = %v", err)
 	}
 }
+
+// Jumpstarter's board flashers have a default bundle; the others must
+// name one.
+func TestDefaultBundles(t *testing.T) {
+	for _, c := range []struct {
+		typ, yaml, want, err string
+	}{
+		{"jumpstarter_driver_flashers.driver.TIJ784S4Flasher", "cache_dir: /x", "quay.io/jumpstarter-dev/jumpstarter-flasher-ti-j784s4:latest", ""},
+		{"jumpstarter_driver_flashers.driver.RCarS4Flasher", "variant: s4sk", "quay.io/jumpstarter-dev/jumpstarter-flasher-rcar-s4:latest", ""},
+		{"jumpstarter_driver_flashers.driver.RCarS4Flasher", "flasher_bundle: ./mine", "./mine", ""},
+		{"jumpstarter_driver_flashers.driver.BaseFlasher", "cache_dir: /x", "", "only jumpstarter_driver_flashers.driver.RCarS4Flasher and jumpstarter_driver_flashers.driver.TIJ784S4Flasher have a default"},
+		{"flasher", "variant: a", "", "required key is missing"},
+	} {
+		cfg, err := drivers.ConfigFromYAML(c.yaml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := configOf(&drivers.Build{Path: "storage", Type: c.typ, Config: cfg})
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s %q: err = %v, want %q", c.typ, c.yaml, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got.Bundle != c.want {
+			t.Errorf("%s %q: bundle %q, %v; want %q", c.typ, c.yaml, got.Bundle, err, c.want)
+		}
+	}
+}
+
+// The node's variant picks the device tree the flasher boots with.
+func TestBootVariant(t *testing.T) {
+	b := &bundle{ref: "b", spec: &manifest.Spec{
+		Bootcmd: "booti 0x1 - 0x2",
+		Kernel:  &manifest.Load{File: "Image", Address: "0x1"},
+		DTB: &manifest.DTB{Default: "spider", Address: "0x2", Variants: map[string]manifest.Variant{
+			"spider": {File: "spider.dtb"},
+			"s4sk":   {File: "s4sk.dtb", Bootcmd: "bootm 0x1#s4sk"},
+		}},
+	}}
+	dtb := func(bf bootFiles) string {
+		for _, l := range bf.loads {
+			if l.what == "dtb" {
+				return l.file
+			}
+		}
+		return ""
+	}
+	if bf, err := b.boot(""); err != nil || dtb(bf) != "spider.dtb" || bf.bootcmd != "booti 0x1 - 0x2" {
+		t.Errorf("default: %+v %v", bf, err)
+	}
+	if bf, err := b.boot("s4sk"); err != nil || dtb(bf) != "s4sk.dtb" || bf.bootcmd != "bootm 0x1#s4sk" {
+		t.Errorf("s4sk: %+v %v", bf, err)
+	}
+	if _, err := b.boot("nope"); err == nil || !strings.Contains(err.Error(), `no device tree variant "nope" (variants: s4sk, spider)`) {
+		t.Errorf("unknown variant: %v", err)
+	}
+	b.spec.DTB = nil
+	if _, err := b.boot("s4sk"); err == nil || !strings.Contains(err.Error(), "variants: )") {
+		t.Errorf("variant of a bundle without device trees: %v", err)
+	}
+}
