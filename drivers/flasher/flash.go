@@ -439,6 +439,12 @@ func (d *Driver) writeStream(ctx context.Context, s *session, st *streamServer, 
 		written = p.bmap.MappedBytes()
 	}
 	d.log.Info("flasher: written", "device", dev, "bytes", written, "image", imgSize, "duration", writeDur, "MB/s", mbps(written, writeDur))
+	// The bar showed the last tick; this is the exact end of the step.
+	msg := fmt.Sprintf("wrote %.1f MB to %s in %s (%s MB/s)", float64(written)/1e6, dev, writeDur.Round(100*time.Millisecond), mbps(written, writeDur))
+	if p.bmap != nil {
+		msg += fmt.Sprintf(", the mapped part of a %.1f MB image", float64(imgSize)/1e6)
+	}
+	emit(Event{Phase: PhaseWrite, Message: msg})
 
 	if err := d.syncBoard(ctx, s, prompt, emit); err != nil {
 		return Result{}, err

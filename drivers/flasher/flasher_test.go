@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +178,11 @@ func TestFlashAndBoot(t *testing.T) {
 	t.Logf("flashed %d bytes in %s (write %s, %.1f MB/s)", res.Written, res.Duration, res.Write, float64(res.Written)/res.Write.Seconds()/1e6)
 	if res.SHA256 != sum(img) || res.ImageSize != int64(len(img)) || res.Target != "/dev/vda" {
 		t.Fatalf("result = %+v", res)
+	}
+	// The write step ends with its exact figures, after the last tick.
+	wantWrote := fmt.Sprintf("write: wrote %.1f MB to /dev/vda in ", float64(len(img))/1e6)
+	if !slices.ContainsFunc(phases, func(p string) bool { return strings.HasPrefix(p, wantWrote) }) {
+		t.Errorf("no %q line in the steps:\n%s", wantWrote, strings.Join(phases, "\n"))
 	}
 	pw := power.NewClient(c.Conn(), "board.power")
 	if st, err := pw.State(ctx); err != nil || st != power.Off {
