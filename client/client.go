@@ -6,10 +6,8 @@ package client
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/api/pin"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/drivers/console"
@@ -117,20 +116,10 @@ func FromEnv(ctx context.Context) (*Client, error) {
 func tlsCreds(opts Options) (credentials.TransportCredentials, error) {
 	switch {
 	case opts.Fingerprint != "":
-		want := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(opts.Fingerprint, "sha256:"), ":", ""))
 		return credentials.NewTLS(&tls.Config{
 			// The certificate is pinned by fingerprint instead of a CA.
-			InsecureSkipVerify: true,
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				if len(raw) == 0 {
-					return errors.New("exporter sent no certificate")
-				}
-				sum := sha256.Sum256(raw[0])
-				if got := hex.EncodeToString(sum[:]); got != want {
-					return fmt.Errorf("exporter certificate fingerprint %s does not match the expected %s", got, want)
-				}
-				return nil
-			},
+			InsecureSkipVerify:    true,
+			VerifyPeerCertificate: pin.Verify("exporter", opts.Fingerprint),
 		}), nil
 	case opts.CAFile != "":
 		pem, err := os.ReadFile(opts.CAFile)

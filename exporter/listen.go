@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/pogolab/pogo/api/pin"
 )
 
 // ListenUnix listens on a unix socket at path, replacing a stale one, in a
@@ -37,7 +39,7 @@ func TLSConfig(certFile, keyFile string) (*tls.Config, string, error) {
 	} else {
 		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
 		if err == nil {
-			fp = Fingerprint(cert.Certificate[0])
+			fp = pin.Fingerprint(cert.Certificate[0])
 		}
 	}
 	if err != nil {

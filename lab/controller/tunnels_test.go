@@ -282,7 +282,7 @@ func TestEndToEndTunnels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := own.Client(ctx, conn, impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "is not the expected") {
+	if _, err := own.Client(ctx, conn, impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
 		t.Fatalf("client accepted an exporter certificate it was not told of: %v", err)
 	}
 }

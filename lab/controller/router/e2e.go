@@ -2,21 +2,12 @@ package router
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"math/big"
 	"net"
-	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/api/pin"
 )
 
 // Identity is the key and self-signed certificate one end presents on
@@ -29,44 +20,13 @@ type Identity struct {
 	Fingerprint string
 }
 
-// NewIdentity makes a fresh P-256 identity (held in memory only).
+// NewIdentity makes a fresh identity (held in memory only).
 func NewIdentity(name string) (*Identity, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cert, fp, err := pin.SelfSigned(name)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel key: %w", err)
+		return nil, fmt.Errorf("tunnel identity: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, fmt.Errorf("tunnel certificate: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().AddDate(10, 0, 0),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel certificate: %w", err)
-	}
-	sum := sha256.Sum256(der)
-	return &Identity{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, Fingerprint: hex.EncodeToString(sum[:])}, nil
-}
-
-// pin accepts exactly the certificate whose SHA-256 is want.
-func pin(want string) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
-			return errors.New("no certificate presented")
-		}
-		sum := sha256.Sum256(raw[0])
-		if got := hex.EncodeToString(sum[:]); got != want {
-			return fmt.Errorf("certificate %.16s… is not the expected %.16s…", got, want)
-		}
-		return nil
-	}
+	return &Identity{cert: cert, Fingerprint: fp}, nil
 }
 
 // Client runs the client side of an end-to-end tunnel over conn (a tunnel
@@ -92,7 +52,7 @@ func (id *Identity) handshake(ctx context.Context, conn net.Conn, peer string, s
 		MinVersion:   tls.VersionTLS13,
 		// Trust is the pinned fingerprint, not a chain.
 		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: pin(peer),
+		VerifyPeerCertificate: pin.Verify(map[bool]string{true: "client", false: "exporter"}[server], peer),
 	}
 	bc := &batchConn{Conn: conn}
 	var t *tls.Conn
