@@ -88,10 +88,7 @@ func TestLeaseThroughRouter(t *testing.T) {
 func TestLeaseErrors(t *testing.T) {
 	ctx := context.Background()
 	lab := controllertest.Start(t)
-	exp, _ := powerExport(t)
-	lab.Exporter("board1", map[string]string{"board": "qemu"}, "", exp)
-	alice := lab.Client("alice")
-	controllertest.WaitOnline(t, alice, "board1")
+	alice := oneBoard(t, lab)
 
 	if _, err := alice.Create(ctx, lease.Request{Selector: "board=rpi", Duration: time.Minute}); !errors.Is(err, errdefs.ErrPrecondition) {
 		t.Fatalf("unsatisfiable: %v", err)
@@ -147,4 +144,30 @@ func TestLeaseErrors(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+}
+
+// oneBoard links exporter board1 (board=qemu, a command power switch) to
+// lab and returns client alice once she sees it online.
+func oneBoard(t *testing.T, lab *controllertest.Lab) *lease.Client {
+	t.Helper()
+	exp, _ := powerExport(t)
+	lab.Exporter("board1", map[string]string{"board": "qemu"}, "", exp)
+	alice := lab.Client("alice")
+	controllertest.WaitOnline(t, alice, "board1")
+	return alice
+}
+
+// ready leases what sel selects for c for a minute and returns the lease
+// once it is Ready.
+func ready(t *testing.T, c *lease.Client, sel string) string {
+	t.Helper()
+	ctx := context.Background()
+	l, err := c.Create(ctx, lease.Request{Selector: sel, Duration: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Wait(ctx, l.GetId(), nil); err != nil {
+		t.Fatal(err)
+	}
+	return l.GetId()
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
-	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/lab/controller"
 	"github.com/pogolab/pogo/lab/controller/auth"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
@@ -18,18 +17,9 @@ import (
 func TestEndedLeasesDeleted(t *testing.T) {
 	ctx := context.Background()
 	lab := controllertest.StartWith(t, func(o *controller.Options) { o.Retention = time.Second })
-	exp, _ := powerExport(t)
-	lab.Exporter("board1", map[string]string{"board": "qemu"}, "", exp)
-	alice := lab.Client("alice")
-	controllertest.WaitOnline(t, alice, "board1")
-	l, err := alice.Create(ctx, lease.Request{Selector: "board", Duration: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.Wait(ctx, l.GetId(), nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.Release(ctx, l.GetId()); err != nil {
+	alice := oneBoard(t, lab)
+	id := ready(t, alice, "board")
+	if _, err := alice.Release(ctx, id); err != nil {
 		t.Fatal(err)
 	}
 	if ls, err := alice.List(ctx, true); err != nil || len(ls) != 1 {
@@ -37,7 +27,7 @@ func TestEndedLeasesDeleted(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err := alice.Get(ctx, l.GetId())
+		_, err := alice.Get(ctx, id)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			break
 		}

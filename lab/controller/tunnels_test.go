@@ -169,6 +169,18 @@ func (wl *wiredLab) send(t *testing.T, msg string) (net.Conn, string) {
 	return nil, ""
 }
 
+// roundTrip sends a fresh marker through a new tunnel, checks that the
+// exporter's end read just that, and returns the client end and the
+// marker.
+func (wl *wiredLab) roundTrip(t *testing.T) (net.Conn, string) {
+	msg := marker()
+	c, got := wl.send(t, msg)
+	if got != msg {
+		t.Fatalf("exporter read %q, want %q", got, msg)
+	}
+	return c, msg
+}
+
 // dial asks the controller for a tunnel by hand, as a client presenting
 // certificate fingerprint fp.
 func (wl *wiredLab) dial(t *testing.T, fp string) (*pb.DialLeaseResponse, error) {
@@ -179,6 +191,20 @@ func (wl *wiredLab) dial(t *testing.T, fp string) (*pb.DialLeaseResponse, error)
 	defer conn.Close()
 	d, err := pb.NewLeasesClient(conn).Dial(context.Background(), &pb.DialLeaseRequest{LeaseId: wl.lease, ClientCertSha256: fp})
 	return d, errdefs.FromGRPC(err)
+}
+
+// rawEnd opens a tunnel end by hand, without TLS: a dial as a client
+// presenting fingerprint fp, then the hello with the stream token.
+func (wl *wiredLab) rawEnd(t *testing.T, ctx context.Context, fp string) (*pb.DialLeaseResponse, net.Conn) {
+	d, err := wl.dial(t, fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := router.Dial(ctx, d.GetRouter(), nil, router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, conn
 }
 
 func marker() string {
@@ -201,17 +227,10 @@ func checkWire(t *testing.T, wl *wiredLab, fp string) {
 			t.Errorf("the %s's bearer token crossed the wire in the clear", name)
 		}
 	}
-	d, err := wl.dial(t, fp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
-	first, err := router.Dial(context.Background(), d.GetRouter(), nil, hello)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, first := wl.rawEnd(t, context.Background(), fp)
 	first.Close()
-	if _, err = router.Dial(context.Background(), d.GetRouter(), nil, hello); !errors.Is(err, errdefs.ErrInUse) {
+	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
+	if _, err := router.Dial(context.Background(), d.GetRouter(), nil, hello); !errors.Is(err, errdefs.ErrInUse) {
 		t.Fatalf("replayed stream token: %v", err)
 	}
 	// A stream token is its side's alone.
@@ -225,11 +244,7 @@ func checkWire(t *testing.T, wl *wiredLab, fp string) {
 // certificate the controller vouched for.
 func TestEndToEndTunnels(t *testing.T) {
 	wl := newWiredLab(t, pb.TunnelSecurity_TUNNEL_SECURITY_E2E)
-	msg := marker()
-	c, got := wl.send(t, msg)
-	if got != msg {
-		t.Fatalf("exporter read %q, want %q", got, msg)
-	}
+	c, msg := wl.roundTrip(t)
 	if _, plain := c.(*net.TCPConn); plain {
 		t.Error("end-to-end tunnel end is plain TCP")
 	}
@@ -255,14 +270,7 @@ func TestEndToEndTunnels(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := wl.dial(t, own.Fingerprint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := router.Dial(ctx, d.GetRouter(), nil, router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, conn := wl.rawEnd(t, ctx, own.Fingerprint)
 	tc, err := impostor.Client(ctx, conn, d.GetExporterCertSha256())
 	if err == nil {
 		// A TLS 1.3 client finishes before the server checks its
@@ -274,14 +282,7 @@ func TestEndToEndTunnels(t *testing.T) {
 		t.Fatalf("exporter and an impostor's certificate: %v", err)
 	}
 	// And the client demands the exporter's certificate.
-	d, err = wl.dial(t, own.Fingerprint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err = router.Dial(ctx, d.GetRouter(), nil, router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, conn = wl.rawEnd(t, ctx, own.Fingerprint)
 	if _, err := own.Client(ctx, conn, impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
 		t.Fatalf("client accepted an exporter certificate it was not told of: %v", err)
 	}
@@ -291,11 +292,7 @@ func TestEndToEndTunnels(t *testing.T) {
 // networks; bearer tokens still stay off the wire.
 func TestPlainTunnels(t *testing.T) {
 	wl := newWiredLab(t, pb.TunnelSecurity_TUNNEL_SECURITY_PLAIN)
-	msg := marker()
-	c, got := wl.send(t, msg)
-	if got != msg {
-		t.Fatalf("exporter read %q, want %q", got, msg)
-	}
+	c, msg := wl.roundTrip(t)
 	if _, plain := c.(*net.TCPConn); !plain {
 		t.Errorf("tunnel end is a %T, want plain TCP", c)
 	}
@@ -308,11 +305,7 @@ func TestPlainTunnels(t *testing.T) {
 // --tunnel-security tls: TLS legs, ended by the router.
 func TestTLSTunnels(t *testing.T) {
 	wl := newWiredLab(t, pb.TunnelSecurity_TUNNEL_SECURITY_TLS)
-	msg := marker()
-	c, got := wl.send(t, msg)
-	if got != msg {
-		t.Fatalf("exporter read %q, want %q", got, msg)
-	}
+	c, msg := wl.roundTrip(t)
 	if _, plain := c.(*net.TCPConn); plain {
 		t.Error("TLS tunnel end is plain TCP")
 	}
@@ -331,18 +324,9 @@ func TestTLSTunnels(t *testing.T) {
 func TestNoTLSController(t *testing.T) {
 	ctx := context.Background()
 	lab := controllertest.StartNoTLS(t)
-	exp, _ := powerExport(t)
-	lab.Exporter("board1", map[string]string{"board": "qemu"}, "", exp)
-	alice := lab.Client("alice")
-	controllertest.WaitOnline(t, alice, "board1")
-	l, err := alice.Create(ctx, lease.Request{Selector: "board", Duration: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.Wait(ctx, l.GetId(), nil); err != nil {
-		t.Fatal(err)
-	}
-	ec := controllertest.Dial(t, alice, l.GetId())
+	alice := oneBoard(t, lab)
+	id := ready(t, alice, "board")
+	ec := controllertest.Dial(t, alice, id)
 	if _, err := ec.Open(ctx, client.SessionOptions{}); err != nil {
 		t.Fatal(err)
 	}
