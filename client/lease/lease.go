@@ -2,7 +2,6 @@ package lease
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -203,21 +202,13 @@ func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
 	}
-	// A plaintext leg carries no TLS and no bearer token: the stream token
-	// alone (it came over TLS, opens one tunnel) is the end's credential.
-	var tc *tls.Config
-	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
-	sec := d.GetSecurity()
-	if sec == pb.TunnelSecurity_TUNNEL_SECURITY_TLS && !c.cfg.NoTLS {
-		if tc, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
+	end := router.End{Bearer: c.cfg.Token, ID: c.id}
+	if !c.cfg.NoTLS {
+		if end.TLS, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
 			return nil, err
 		}
-		hello.Bearer = c.cfg.Token
 	}
-	conn, err := router.Dial(ctx, d.GetRouter(), tc, hello)
-	if err == nil && sec == pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
-		conn, err = c.id.Client(ctx, conn, d.GetExporterCertSha256())
-	}
+	conn, err := end.Open(ctx, d.GetRouter(), d.GetSecurity(), d.GetStreamToken(), d.GetExporterCertSha256())
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to lease %s: %w", id, err)
 	}

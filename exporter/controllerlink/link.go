@@ -49,10 +49,8 @@ type Link struct {
 	o    Options
 	conn *grpc.ClientConn
 	log  *slog.Logger
-	// tls trusts the controller for tunnel ends; nil without TLS.
-	tls *tls.Config
-	// id is what the exporter presents on end-to-end tunnels.
-	id *router.Identity
+	// end opens the exporter's tunnel ends.
+	end router.End
 
 	accept chan net.Conn
 	closed chan struct{}
@@ -92,7 +90,7 @@ func New(o Options) (*Link, error) {
 		return nil, err
 	}
 	return &Link{
-		o: o, conn: conn, tls: tc, id: id, log: o.Log.With("controller", o.Endpoint),
+		o: o, conn: conn, end: router.End{TLS: tc, Bearer: o.Token, ID: id, Exporter: true}, log: o.Log.With("controller", o.Endpoint),
 		accept: make(chan net.Conn), closed: make(chan struct{}),
 		tunnels: map[*tunnel]string{}, sendEnd: make(chan *pb.EndLeaseRequest, 4),
 		updates: make(chan Assignment, 64), online: make(chan bool, 1),
@@ -165,7 +163,7 @@ func (l *Link) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cli := pb.NewExporterLinkClient(l.conn)
-	if _, err := cli.Register(ctx, &pb.RegisterRequest{Labels: l.o.Labels, Report: l.o.Report, TunnelCertSha256: l.id.Fingerprint}, grpc.WaitForReady(false)); err != nil {
+	if _, err := cli.Register(ctx, &pb.RegisterRequest{Labels: l.o.Labels, Report: l.o.Report, TunnelCertSha256: l.end.ID.Fingerprint}, grpc.WaitForReady(false)); err != nil {
 		return fmt.Errorf("register: %w", errdefs.FromGRPC(err))
 	}
 	stream, err := cli.Listen(ctx)
@@ -280,15 +278,7 @@ func (l *Link) dial(ctx context.Context, dr *pb.DialRequest) {
 		addr = l.o.Endpoint
 	}
 	tctx, cancel := context.WithTimeout(ctx, router.PairTimeout+router.HelloTimeout)
-	tc, hello := l.tls, router.Hello{Bearer: l.o.Token, StreamToken: dr.GetStreamToken()}
-	if dr.GetSecurity() != pb.TunnelSecurity_TUNNEL_SECURITY_TLS || tc == nil {
-		// Never send the bearer token in the clear.
-		tc, hello.Bearer = nil, router.NoBearer
-	}
-	raw, err := router.Dial(tctx, addr, tc, hello)
-	if err == nil && dr.GetSecurity() == pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
-		raw, err = l.id.Server(tctx, raw, dr.GetClientCertSha256())
-	}
+	raw, err := l.end.Open(tctx, addr, dr.GetSecurity(), dr.GetStreamToken(), dr.GetClientCertSha256())
 	cancel()
 	if err != nil {
 		l.log.Warn("open tunnel end", "lease", dr.GetLeaseId(), "router", addr, "err", err)

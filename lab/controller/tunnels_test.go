@@ -193,20 +193,6 @@ func (wl *wiredLab) dial(t *testing.T, fp string) (*pb.DialLeaseResponse, error)
 	return d, errdefs.FromGRPC(err)
 }
 
-// rawEnd opens a tunnel end by hand, without TLS: a dial as a client
-// presenting fingerprint fp, then the hello with the stream token.
-func (wl *wiredLab) rawEnd(t *testing.T, ctx context.Context, fp string) (*pb.DialLeaseResponse, net.Conn) {
-	d, err := wl.dial(t, fp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := router.Dial(ctx, d.GetRouter(), nil, router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d, conn
-}
-
 func marker() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
@@ -227,9 +213,16 @@ func checkWire(t *testing.T, wl *wiredLab, fp string) {
 			t.Errorf("the %s's bearer token crossed the wire in the clear", name)
 		}
 	}
-	d, first := wl.rawEnd(t, context.Background(), fp)
-	first.Close()
+	d, err := wl.dial(t, fp)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
+	first, err := router.Dial(context.Background(), d.GetRouter(), nil, hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
 	if _, err := router.Dial(context.Background(), d.GetRouter(), nil, hello); !errors.Is(err, errdefs.ErrInUse) {
 		t.Fatalf("replayed stream token: %v", err)
 	}
@@ -270,8 +263,12 @@ func TestEndToEndTunnels(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, conn := wl.rawEnd(t, ctx, own.Fingerprint)
-	tc, err := impostor.Client(ctx, conn, d.GetExporterCertSha256())
+	e2e := pb.TunnelSecurity_TUNNEL_SECURITY_E2E
+	d, err := wl.dial(t, own.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := router.End{ID: impostor}.Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), d.GetExporterCertSha256())
 	if err == nil {
 		// A TLS 1.3 client finishes before the server checks its
 		// certificate; the refusal shows on the first read.
@@ -282,8 +279,10 @@ func TestEndToEndTunnels(t *testing.T) {
 		t.Fatalf("exporter and an impostor's certificate: %v", err)
 	}
 	// And the client demands the exporter's certificate.
-	d, conn = wl.rawEnd(t, ctx, own.Fingerprint)
-	if _, err := own.Client(ctx, conn, impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
+	if d, err = wl.dial(t, own.Fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (router.End{ID: own}).Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
 		t.Fatalf("client accepted an exporter certificate it was not told of: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/api/pin"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
 )
 
 // Identity is the key and self-signed certificate one end presents on
@@ -29,19 +30,37 @@ func NewIdentity(name string) (*Identity, error) {
 	return &Identity{cert: cert, Fingerprint: fp}, nil
 }
 
-// Client runs the client side of an end-to-end tunnel over conn (a tunnel
-// end the router has paired), demanding the exporter certificate
-// peer. It closes conn on failure.
-func (id *Identity) Client(ctx context.Context, conn net.Conn, peer string) (net.Conn, error) {
-	return id.handshake(ctx, conn, peer, false)
+// End is one side of tunnels: what it trusts the controller with, its
+// bearer token and its end-to-end identity.
+type End struct {
+	// TLS trusts the controller; nil when it serves without TLS.
+	TLS    *tls.Config
+	Bearer string
+	ID     *Identity
+	// Exporter: this is the exporter's side (the TLS server of an
+	// end-to-end tunnel).
+	Exporter bool
 }
 
-// Server runs the exporter side of an end-to-end tunnel over conn,
-// demanding the client certificate peer. It closes conn on failure.
-func (id *Identity) Server(ctx context.Context, conn net.Conn, peer string) (net.Conn, error) {
-	return id.handshake(ctx, conn, peer, true)
+// Open opens this side's end of a tunnel at the router at addr, as the
+// replica's tunnel security sec asks: a TLS leg with the bearer token, or
+// a plain leg without it; on an end-to-end tunnel, then TLS with the other
+// side, demanding the certificate peer (its fingerprint, as the
+// controller gave it).
+func (e End) Open(ctx context.Context, addr string, sec pb.TunnelSecurity, streamToken, peer string) (net.Conn, error) {
+	tc, hello := e.TLS, Hello{Bearer: e.Bearer, StreamToken: streamToken}
+	if sec != pb.TunnelSecurity_TUNNEL_SECURITY_TLS || tc == nil {
+		// Never send the bearer token in the clear.
+		tc, hello.Bearer = nil, NoBearer
+	}
+	conn, err := Dial(ctx, addr, tc, hello)
+	if err != nil || sec != pb.TunnelSecurity_TUNNEL_SECURITY_E2E {
+		return conn, err
+	}
+	return e.ID.handshake(ctx, conn, peer, e.Exporter)
 }
 
+// handshake runs TLS over a paired tunnel end; it closes conn on failure.
 func (id *Identity) handshake(ctx context.Context, conn net.Conn, peer string, server bool) (net.Conn, error) {
 	if peer == "" {
 		conn.Close()

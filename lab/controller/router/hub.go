@@ -88,6 +88,9 @@ func (h *Hub) serve(conn net.Conn, hello Hello) error {
 	return fmt.Errorf("stream token is not for %s %s: %w", who.Kind, who.Name, errdefs.ErrUnauthorized)
 }
 
+// tunnelKey names the tunnel both ends' stream tokens are for.
+func tunnelKey(c auth.StreamClaims) string { return c.Lease + "/" + c.Nonce }
+
 // use marks a tunnel as opened, so the client end's stream token, which
 // a plaintext leg shows to the network, never opens a second one.
 func (h *Hub) use(key string, expires time.Time) error {
@@ -113,7 +116,7 @@ func (h *Hub) use(key string, expires time.Time) error {
 }
 
 func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
-	key := c.Lease + "/" + c.Nonce
+	key := tunnelKey(c)
 	if err := h.use(key, c.Expires); err != nil {
 		return err
 	}
@@ -168,7 +171,7 @@ func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
 }
 
 func (h *Hub) exporterEnd(conn net.Conn, c auth.StreamClaims) error {
-	key := c.Lease + "/" + c.Nonce
+	key := tunnelKey(c)
 	h.mu.Lock()
 	ch, ok := h.waiting[key]
 	if ok {
