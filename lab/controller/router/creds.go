@@ -84,7 +84,7 @@ func (s *serverCreds) Info() credentials.ProtocolInfo {
 	if s.tc == nil {
 		return credentials.ProtocolInfo{SecurityProtocol: "insecure"}
 	}
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (s *serverCreds) Clone() credentials.TransportCredentials {
