@@ -24,9 +24,9 @@ type bundle struct {
 }
 
 // checkBundleRef refuses a reference that cannot work before anything
-// runs: a local bundle is read and its manifest checked; a registry is
-// only contacted when flashing.
-func (d *Driver) checkBundleRef(ctx context.Context, ref string) error {
+// runs: a local bundle is read and its manifest checked (and returned); a
+// registry is only contacted when flashing (nil, nil).
+func (d *Driver) checkBundleRef(ctx context.Context, ref string) (*bundle, error) {
 	local := strings.HasPrefix(ref, "/") || strings.HasPrefix(ref, ".") || strings.HasPrefix(ref, bundles.DirPrefix)
 	if fi, err := os.Stat(ref); err == nil && fi.IsDir() {
 		local = true
@@ -35,13 +35,12 @@ func (d *Driver) checkBundleRef(ctx context.Context, ref string) error {
 		local = true
 	}
 	if local {
-		_, err := d.loadBundle(ctx, ref)
-		return err
+		return d.loadBundle(ctx, ref)
 	}
 	if strings.ContainsAny(ref, " \t\n") || !strings.Contains(ref, "/") {
-		return fmt.Errorf("%q: want a directory, oci-layout:PATH or a registry reference like quay.io/org/bundle:tag", ref)
+		return nil, fmt.Errorf("%q: want a directory, oci-layout:PATH or a registry reference like quay.io/org/bundle:tag", ref)
 	}
-	return nil
+	return nil, nil
 }
 
 // loadBundle makes ref's files available locally (pulled into the cache

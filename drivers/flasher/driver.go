@@ -229,11 +229,35 @@ func New(ctx context.Context, b *drivers.Build) (drivers.Driver, error) {
 		d.Close()
 		return nil, err
 	}
-	if err := d.checkBundleRef(ctx, cfg.Bundle); err != nil {
+	bun, err := d.checkBundleRef(ctx, cfg.Bundle)
+	if err != nil {
 		d.Close()
 		return nil, drivers.FieldErr("flasher_bundle", "%v", err)
 	}
+	if err := checkChoices(bun, cfg); err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// checkChoices checks the node's variant and default_target against a
+// bundle read at start-up (a registry bundle is checked when flashing).
+func checkChoices(b *bundle, cfg Config) error {
+	if b == nil {
+		return nil
+	}
+	if cfg.Variant != "" {
+		if _, err := b.boot(cfg.Variant); err != nil {
+			return drivers.FieldErr("variant", "%v", err)
+		}
+	}
+	if cfg.DefaultTarget != "" {
+		if _, _, err := chooseTarget(b.spec, cfg.DefaultTarget); err != nil {
+			return drivers.FieldErr("default_target", "%v", err)
+		}
+	}
+	return nil
 }
 
 // servers takes the tftp and http children or creates them.

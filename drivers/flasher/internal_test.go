@@ -341,3 +341,33 @@ func TestBootVariant(t *testing.T) {
 		t.Errorf("variant of a bundle without device trees: %v", err)
 	}
 }
+
+// A local bundle is read at start-up, so the node's variant and
+// default_target are checked then, each error naming its key.
+func TestCheckChoices(t *testing.T) {
+	b := &bundle{ref: "b", spec: &manifest.Spec{
+		Bootcmd: "booti 0x1 - 0x2",
+		Kernel:  &manifest.Load{File: "Image", Address: "0x1"},
+		DTB:     &manifest.DTB{Default: "a", Address: "0x2", Variants: map[string]manifest.Variant{"a": {File: "a.dtb"}}},
+		Targets: map[string]manifest.Target{"emmc": {Device: "/dev/mmcblk0"}},
+	}}
+	for _, c := range []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{}, ""},
+		{Config{Variant: "a", DefaultTarget: "emmc"}, ""},
+		{Config{DefaultTarget: "/dev/sda"}, ""},
+		{Config{Variant: "b"}, "variant"},
+		{Config{DefaultTarget: "nvme"}, "default_target"},
+	} {
+		err := checkChoices(b, c.cfg)
+		var fe *drivers.FieldError
+		if c.field == "" && err != nil || c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+			t.Errorf("%+v: err = %v, want a problem with %q", c.cfg, err, c.field)
+		}
+	}
+	if err := checkChoices(nil, Config{Variant: "any"}); err != nil {
+		t.Errorf("a registry bundle is checked when flashing: %v", err)
+	}
+}
