@@ -99,6 +99,9 @@ func (b *bundle) boot(variant string) (bootFiles, error) {
 		bf.loads = append(bf.loads, load{"initram", s.Initram.File, s.Initram.Address})
 	}
 	bf.bootcmd = s.Bootcmd
+	if variant == "" && s.DTB != nil {
+		variant = s.DTB.Default
+	}
 	if variant != "" {
 		var names []string
 		if s.DTB != nil {
@@ -107,14 +110,7 @@ func (b *bundle) boot(variant string) (bootFiles, error) {
 		if !slices.Contains(names, variant) {
 			return bf, fmt.Errorf("flasher bundle %s: no device tree variant %q (variants: %s)", b.ref, variant, strings.Join(names, ", "))
 		}
-	} else if s.DTB != nil {
-		variant = s.DTB.Default
-	}
-	if variant != "" {
-		v, ok := s.DTB.Variants[variant]
-		if !ok {
-			return bf, fmt.Errorf("flasher bundle %s: dtb.default %q is not a variant", b.ref, variant)
-		}
+		v := s.DTB.Variants[variant]
 		if v.File != "" {
 			// The device tree goes last: a bootcmd using ${filesize} means
 			// the initramfs size in the virtual board's manifest, so keep
