@@ -49,10 +49,16 @@ func List(ctx context.Context, cacheDir string) ([]Cached, error) {
 		return nil, err
 	}
 	defer unlock()
-	return list(ctx, cacheDir)
+	store, err := openStore(ctx, cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	return list(ctx, cacheDir, store)
 }
 
-func list(ctx context.Context, cacheDir string) ([]Cached, error) {
+// list reads the cache; store (nil when the cache has no OCI layout yet)
+// names the references.
+func list(ctx context.Context, cacheDir string, store *oci.Store) ([]Cached, error) {
 	ents, err := os.ReadDir(filepath.Join(cacheDir, "files"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -61,7 +67,7 @@ func list(ctx context.Context, cacheDir string) ([]Cached, error) {
 		return nil, fmt.Errorf("bundle cache %s: %w", cacheDir, err)
 	}
 	refs := map[string][]string{}
-	if store, err := openStore(ctx, cacheDir); err == nil {
+	if store != nil {
 		_ = store.Tags(ctx, "", func(tags []string) error {
 			for _, t := range tags {
 				if d, err := store.Resolve(ctx, t); err == nil && t != d.Digest.String() {
@@ -102,12 +108,18 @@ func list(ctx context.Context, cacheDir string) ([]Cached, error) {
 	return out, nil
 }
 
+// openStore opens the cache's OCI layout, or returns nil when there is
+// none yet.
 func openStore(ctx context.Context, cacheDir string) (*oci.Store, error) {
 	dir := filepath.Join(cacheDir, "oci")
-	if _, err := os.Stat(dir); err != nil {
-		return nil, err
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	return oci.NewWithContext(ctx, dir)
+	store, err := oci.NewWithContext(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle cache %s: %w", cacheDir, err)
+	}
+	return store, nil
 }
 
 // Prune removes from cacheDir every bundle not used since before
@@ -121,13 +133,13 @@ func Prune(ctx context.Context, cacheDir string, before time.Time) ([]Cached, er
 		return nil, err
 	}
 	defer unlock()
-	all, err := list(ctx, cacheDir)
+	store, err := openStore(ctx, cacheDir)
 	if err != nil {
 		return nil, err
 	}
-	store, err := openStore(ctx, cacheDir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("bundle cache %s: %w", cacheDir, err)
+	all, err := list(ctx, cacheDir, store)
+	if err != nil {
+		return nil, err
 	}
 	var removed []Cached
 	for _, c := range all {
