@@ -26,8 +26,8 @@ type Client struct {
 	name   string
 	conn   *grpc.ClientConn
 	leases pb.LeasesClient
-	// id is what the client presents on end-to-end tunnels.
-	id *router.Identity
+	// end opens the client's tunnel ends.
+	end router.End
 }
 
 // Dial connects to the controller of cfg (lazily; calls wait for it).
@@ -40,12 +40,16 @@ func Dial(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := router.NewIdentity("client " + name)
-	if err != nil {
+	end := router.End{Bearer: cfg.Token}
+	if !cfg.NoTLS {
+		// Conn accepted the same CA a moment ago.
+		end.TLS, _ = auth.ClientTLS(cfg.CA, cfg.Insecure)
+	}
+	if end.ID, err = router.NewIdentity("client " + name); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn), id: id}, nil
+	return &Client{cfg: cfg, name: name, conn: conn, leases: pb.NewLeasesClient(conn), end: end}, nil
 }
 
 // Name is the client identity the token names.
@@ -198,17 +202,11 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(*pb.Lease)) 
 
 // Tunnel opens one byte stream to the exporter of a Ready lease.
 func (c *Client) Tunnel(ctx context.Context, id string) (net.Conn, error) {
-	d, err := c.leases.Dial(ctx, &pb.DialLeaseRequest{LeaseId: id, ClientCertSha256: c.id.Fingerprint}, grpc.WaitForReady(true))
+	d, err := c.leases.Dial(ctx, &pb.DialLeaseRequest{LeaseId: id, ClientCertSha256: c.end.ID.Fingerprint}, grpc.WaitForReady(true))
 	if err != nil {
 		return nil, fmt.Errorf("dial lease %s: %w", id, errdefs.FromGRPC(err))
 	}
-	end := router.End{Bearer: c.cfg.Token, ID: c.id}
-	if !c.cfg.NoTLS {
-		if end.TLS, err = auth.ClientTLS(c.cfg.CA, c.cfg.Insecure); err != nil {
-			return nil, err
-		}
-	}
-	conn, err := end.Open(ctx, d.GetRouter(), d.GetSecurity(), d.GetStreamToken(), d.GetExporterCertSha256())
+	conn, err := c.end.Open(ctx, d.GetRouter(), d.GetSecurity(), d.GetStreamToken(), d.GetExporterCertSha256())
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to lease %s: %w", id, err)
 	}
