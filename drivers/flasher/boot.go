@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pogolab/pogo/client/expect"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/power"
 )
 

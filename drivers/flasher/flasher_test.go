@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
-	"github.com/pogolab/pogo/client/expect"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/files"
 	"github.com/pogolab/pogo/drivers/flasher"
 	"github.com/pogolab/pogo/drivers/power"

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pogolab/pogo/client/expect"
 	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/console/expect"
 )
 
 // session is the board's console under the flasher's control: an

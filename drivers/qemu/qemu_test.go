@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
-	"github.com/pogolab/pogo/client/expect"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/power"
 	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/exporter/exportertest"

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pogolab/pogo/client/expect"
+	"github.com/pogolab/pogo/drivers/console/expect"
 )
 
 // UBootPrompt is U-Boot's prompt on the virtual board (and Debian's

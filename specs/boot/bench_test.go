@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pogolab/pogo/client/expect"
 	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/tftp"
 	"github.com/pogolab/pogo/exporter/exportertest"
 	"github.com/pogolab/pogo/specs/board"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pogolab/pogo/client/expect"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/flasher"
 	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/specs/board"

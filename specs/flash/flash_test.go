@@ -17,8 +17,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
-	"github.com/pogolab/pogo/client/expect"
 	"github.com/pogolab/pogo/drivers/console"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/flasher/image"
 	"github.com/pogolab/pogo/drivers/power"
 	"github.com/pogolab/pogo/drivers/storage"
