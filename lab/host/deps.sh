@@ -1,26 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pogo's tests and the virtual board need,
-# only those missing, as root or through sudo. Safe to run again.
+# Installs the Debian packages pogo needs (lab/host/packages.txt, the only
+# list), only those missing, as root or through sudo. Safe to run again.
+#   lab/host/deps.sh          install what is missing
+#   lab/host/deps.sh --list   print the list, one package a line
 set -euo pipefail
 
-pkgs=(
-  protobuf-compiler   # make generate / the staleness check
-  socat               # pty pairs for serial tests and make run
-  qemu-system-arm     # the virtual board
-  u-boot-qemu         # its firmware
-  cpio mtools fdisk xz-utils zstd bzip2  # board assets and image formats
-  tftp-hpa tftpd-hpa  # TFTP interop and baseline
-  snmpd snmp          # SNMP PDU tests
-  ipmitool            # BMC interop
-  etcd-server         # external etcd for controller HA tests
-  docker-registry     # OCI bundle push/pull tests
-  bmap-tools          # bmap fixtures
-  libusb-1.0-0-dev    # gousb (YKUSH)
-)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mapfile -t pkgs < <(sed -e 's/#.*//' "$here/packages.txt" | tr -s ' \t' '\n' | sed '/^$/d')
+if [ "${1:-}" = --list ]; then
+  printf '%s\n' "${pkgs[@]}"
+  exit 0
+fi
 if [ -n "${POGO_DEPS_EXTRA:-}" ]; then
   read -r -a extra <<<"$POGO_DEPS_EXTRA"
   pkgs+=("${extra[@]}")
 fi
+command -v dpkg-query >/dev/null || { echo "deps: not a Debian system (no dpkg-query): install by hand: ${pkgs[*]}" >&2; exit 1; }
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -45,5 +40,5 @@ if [ ! -e "$policy" ]; then
 fi
 trap '[ -n "$created_policy" ] && $sudo rm -f "$policy"' EXIT
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+$sudo apt-get -o DPkg::Lock::Timeout=300 update -qq
+$sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
