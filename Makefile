@@ -8,15 +8,24 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 PROTOS := $(wildcard api/pogo/v1/*.proto)
 ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 
-.PHONY: all build deps assets bundle generate check-generate lint test bench run clean
+.PHONY: all build deps preflight assets bundle generate check-generate lint test bench run fresh-check clean
 
 all: build
 
+# jmp with USB support (YKUSH power), which needs cgo and libusb: a build
+# without them fails here, saying what to install.
 build:
-	$(GO) build -o $(JMP) ./cmd/jmp
+	@command -v gcc >/dev/null && pkg-config --exists libusb-1.0 || \
+	  { echo "make build: jmp needs gcc, pkg-config and libusb-1.0-0-dev for USB (YKUSH) support: run make deps" >&2; exit 1; }
+	CGO_ENABLED=1 $(GO) build -o $(JMP) ./cmd/jmp
+	@$(JMP) version -v | grep -q '^usb: libusb' || { echo "make build: $(JMP) lacks USB support:" >&2; $(JMP) version -v >&2; exit 1; }
 
 deps:
 	@bash lab/host/deps.sh
+
+# One line saying what to do when the host lacks something the tests need.
+preflight: deps
+	@bash lab/host/preflight.sh
 
 # The virtual board: flasher kernel + initramfs and a demo OS disk, from
 # Debian arm64 packages. Cached; rebuilt only when its inputs change.
@@ -60,15 +69,20 @@ lint: $(BIN)/actionlint
 
 # Installs what is missing, then runs every test. Ginkgo suites skip the
 # hardware and long labels unless given -ginkgo.label-filter (specs/board).
-test: deps check-generate lint build bundle
+test: preflight check-generate lint build bundle
 	$(GO) test -count=1 -timeout 30m ./...
 
-bench: deps build bundle
+bench: preflight build bundle
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 # Opens a jmp shell on exporter.yaml: the virtual board.
-run: deps build bundle
+run: preflight build bundle
 	@bash lab/host/run-qemu.sh $(JMP) exporter.yaml
+
+# Proves the README's set-up on a brand-new Debian 12 root (debootstrap):
+# make test, then make run driven by a script. Slow; not part of make test.
+fresh-check:
+	@bash lab/host/fresh-check.sh
 
 clean:
 	rm -rf build

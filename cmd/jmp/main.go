@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/cli"
 	_ "github.com/pogolab/pogo/drivers/all"
+	"github.com/pogolab/pogo/drivers/power/ykush"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/daemon"
 	"github.com/pogolab/pogo/lab/bmcsim"
@@ -41,14 +44,44 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "jmp", version) },
-	})
+	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), versionCommand())
 	root.AddCommand(cli.Commands()...)
 	return exit(root.ExecuteContext(ctx), "jmp")
+}
+
+// versionCommand prints the version and, with -v, the build's features:
+// a jmp built without cgo has no USB, so no YKUSH power.
+func versionCommand() *cobra.Command {
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version (-v: and the build's features)",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out, "jmp", version)
+			if !verbose {
+				return
+			}
+			fmt.Fprintf(out, "go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			cgo := "no"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				for _, s := range bi.Settings {
+					if s.Key == "CGO_ENABLED" && s.Value == "1" {
+						cgo = "yes"
+					}
+				}
+			}
+			fmt.Fprintln(out, "cgo:", cgo)
+			if usb, err := ykush.USB(); err != nil {
+				fmt.Fprintln(out, "usb: no:", err)
+			} else {
+				fmt.Fprintln(out, "usb:", usb, "(YKUSH power)")
+			}
+		},
+	}
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print the build's features (cgo, USB)")
+	return cmd
 }
 
 func runJ(ctx context.Context) int {

@@ -256,6 +256,33 @@ func TestVersionAndCompletion(t *testing.T) {
 	}
 }
 
+// TestVersionFeatures holds the build to what make build promises: cgo on
+// and libusb linked, so the YKUSH power backend works. A machine without a
+// C compiler or libusb-1.0-0-dev builds a jmp without USB support quietly;
+// this is where make test says so.
+func TestVersionFeatures(t *testing.T) {
+	out, errOut, code := jmpRun(t, nil, "version", "-v")
+	if code != 0 {
+		t.Fatalf("version -v: exit %d %q", code, errOut)
+	}
+	for _, want := range []string{"cgo: yes\n", "usb: libusb 1."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("jmp version -v lacks %q (install gcc, pkg-config and libusb-1.0-0-dev: make deps):\n%s", want, out)
+		}
+	}
+	// A build without cgo says so rather than failing later at a ykush node.
+	nocgo := filepath.Join(t.TempDir(), "jmp")
+	build := exec.Command("go", "build", "-o", nocgo, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("CGO_ENABLED=0 build: %v\n%s", err, b)
+	}
+	b, err := exec.Command(nocgo, "version", "-v").Output()
+	if err != nil || !strings.Contains(string(b), "cgo: no\n") || !strings.Contains(string(b), "usb: no: ykush: built without USB support") {
+		t.Fatalf("no-cgo jmp version -v: %v %q", err, b)
+	}
+}
+
 // BenchmarkShellTrue measures `jmp shell --exporter-config … -- true`,
 // the overhead a CI job pays per command (goal: < 300 ms).
 func BenchmarkShellTrue(b *testing.B) {

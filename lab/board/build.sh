@@ -55,23 +55,10 @@ apt_update() {
 }
 
 # ---- host tools (installed only when missing) -------------------------------------------------
+# lab/host/packages.txt is the one list of the host's packages; deps.sh
+# installs what is missing from it.
 ensure_host_tools() {
-	local -A need=(
-		[cpio]=cpio [mformat]=mtools [mcopy]=mtools [mmd]=mtools [sfdisk]=fdisk [xz]=xz-utils
-		[qemu-system-aarch64]=qemu-system-arm [modinfo]=kmod [flock]=util-linux
-	)
-	local -A missing=()
-	local cmd
-	for cmd in "${!need[@]}"; do
-		command -v "$cmd" >/dev/null || missing[${need[$cmd]}]=1
-	done
-	[ -f "$uboot_bin" ] || missing[u-boot-qemu]=1
-	[ ${#missing[@]} -eq 0 ] && return 0
-	log "installing host packages: ${!missing[*]}"
-	if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${!missing[@]}"; then
-		apt_update
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${!missing[@]}"
-	fi
+	bash "$repo/lab/host/deps.sh"
 }
 
 arm64_lists() { compgen -G '/var/lib/apt/lists/*_binary-arm64_Packages*' || true; }

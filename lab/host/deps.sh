@@ -17,9 +17,11 @@ if [ -n "${POGO_DEPS_EXTRA:-}" ]; then
 fi
 command -v dpkg-query >/dev/null || { echo "deps: not a Debian system (no dpkg-query): install by hand: ${pkgs[*]}" >&2; exit 1; }
 
+# One dpkg-query for the lot: the installed ones, then the rest are missing.
+mapfile -t installed < <(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null | awk '/ install ok installed$/ {print $1}')
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  [[ " ${installed[*]} " == *" $p "* ]] || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
