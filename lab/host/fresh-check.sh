@@ -67,8 +67,11 @@ step() {
 	out=$work/$name.log
 	t0=$(date +%s.%N)
 	log "$name …"
+	# In the background and waited for, so that Ctrl-C or a TERM runs the
+	# cleanup at once rather than after the step.
 	set +e
-	"$@" >"$out" 2>&1
+	"$@" >"$out" 2>&1 &
+	wait $!
 	rc=$?
 	set -e
 	printf 'fresh-check: %-10s %6.1f s%s\n' "$name" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}')" "$([ $rc -eq 0 ] || echo "  FAILED (exit $rc)")" >&2
@@ -111,6 +114,12 @@ prepare() {
 		case $(basename "$f") in *proxy* | *Proxy* | 99*) cp -a "$f" "$root/etc/apt/apt.conf.d/" ;; esac
 	done
 	cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+	# Certificate authorities the host's network needs (a proxy's, say):
+	# part of the machine, like its apt sources, not of the project.
+	if compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
+		cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+		chroot "$root" update-ca-certificates >/dev/null
+	fi
 	# The project: a clean clone of HEAD, nothing ignored, no build/.
 	git clone -q --no-hardlinks "$repo" "$root/root/pogo"
 	git -C "$root/root/pogo" checkout -q "$(git -C "$repo" rev-parse HEAD)"
