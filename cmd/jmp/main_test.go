@@ -316,3 +316,37 @@ func TestRunServesMetrics(t *testing.T) {
 		}
 	}
 }
+
+// -v and --log-level make jmp shell show the in-process exporter's steps,
+// win over POGO_LOG, and reach the j commands through POGO_LOG.
+func TestLogLevelFlags(t *testing.T) {
+	cfg, _, _ := lab(t)
+	const step = `msg="session started"`
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want bool
+	}{
+		{nil, nil, false},
+		{nil, []string{"-v"}, true},
+		{nil, []string{"--log-level", "debug"}, true},
+		{[]string{"POGO_LOG=info"}, nil, true},
+		{[]string{"POGO_LOG=info"}, []string{"--log-level", "error"}, false},
+	} {
+		args := append(append([]string{"shell", "-c", cfg}, tc.args...), "--", "true")
+		_, errOut, code := jmpRun(t, tc.env, args...)
+		if code != 0 {
+			t.Fatalf("%v %v: exit %d: %s", tc.env, args, code, errOut)
+		}
+		if got := strings.Contains(errOut, step); got != tc.want {
+			t.Errorf("%v jmp %v: logs the session start: %v, want %v\n%s", tc.env, strings.Join(args, " "), got, tc.want, errOut)
+		}
+	}
+	out, errOut, code := jmpRun(t, []string{"POGO_LOG="}, "shell", "-c", cfg, "-v", "--", "sh", "-c", "echo $POGO_LOG")
+	if code != 0 || strings.TrimSpace(out) != "INFO" {
+		t.Errorf("POGO_LOG inside jmp shell -v: %q (exit %d) %s", out, code, errOut)
+	}
+	if _, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--log-level", "loud", "--", "true"); code == 0 || !strings.Contains(errOut, `--log-level "loud"`) {
+		t.Errorf("--log-level loud: exit %d, %q", code, errOut)
+	}
+}
