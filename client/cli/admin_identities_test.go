@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -99,5 +100,19 @@ func TestAdminIdentities(t *testing.T) {
 	}
 	if strings.Contains(out, "alice") || strings.Contains(out, "board1") || !strings.Contains(out, "bob") {
 		t.Errorf("after the deletions:\n%s", out)
+	}
+}
+
+// `jmp admin --data-dir ctl …` with a path relative to the working
+// directory, as `jmp controller --data-dir ctl` takes it.
+func TestAdminRelativeDataDir(t *testing.T) {
+	lab := controllertest.Start(t)
+	t.Chdir(filepath.Dir(lab.Dir))
+	if out, err := jmpAdmin(t, filepath.Base(lab.Dir), "create", "client", "alice"); err != nil {
+		t.Fatalf("relative --data-dir %s: %v\n%s", filepath.Base(lab.Dir), err, out)
+	}
+	out, err := jmpAdmin(t, "./"+filepath.Base(lab.Dir), "get", "identities")
+	if err != nil || !strings.Contains(out, "alice") {
+		t.Fatalf("get identities: %v\n%s", err, out)
 	}
 }

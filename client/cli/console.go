@@ -27,11 +27,14 @@ const (
 func consoleVerbs(c *client.Client, path string) []*cobra.Command {
 	con := c.Console(path)
 	var linger time.Duration
-	var follow bool
+	var follow, raw bool
 	pipe := &cobra.Command{
 		Use:   "pipe",
-		Short: "Copy stdin to the console and the console to stdout",
-		Args:  cobra.NoArgs,
+		Short: "Copy stdin to the console and its live output to stdout (log replays)",
+		Long: `Copy stdin to the console and the console's live output to stdout, raw:
+only output from the moment pipe attaches is shown. For what the board
+printed before, use log (the scrollback; log -f to follow it).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return Pipe(cmd.Context(), con, os.Stdin, cmd.OutOrStdout(), linger)
 		},
@@ -40,14 +43,29 @@ func consoleVerbs(c *client.Client, path string) []*cobra.Command {
 	logCmd := &cobra.Command{
 		Use:   "log",
 		Short: "Print the console's scrollback (and follow it with -f)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Long: `Print the console's scrollback (and follow it with -f). On a terminal the
+sequences with which the board asked its terminal something (cursor
+position ESC[6n, device attributes, OSC and DCS queries) are shown as
+^[[6n rather than sent, so your terminal does not answer them into your
+shell; a pipe, or --raw, gets the bytes as they are.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			out := cmd.OutOrStdout()
+			if f, ok := out.(*os.File); ok && !raw && term.IsTerminal(int(f.Fd())) {
+				qf := &queryFilter{w: out}
+				defer func() {
+					if ferr := qf.Flush(); err == nil {
+						err = ferr
+					}
+				}()
+				out = qf
+			}
 			if !follow {
 				b, err := con.Scrollback(cmd.Context())
 				if err != nil {
 					return err
 				}
-				_, err = cmd.OutOrStdout().Write(b)
+				_, err = out.Write(b)
 				return err
 			}
 			a, err := con.Attach(cmd.Context(), console.AttachOptions{Replay: true})
@@ -55,11 +73,12 @@ func consoleVerbs(c *client.Client, path string) []*cobra.Command {
 				return err
 			}
 			defer a.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), a)
+			_, err = io.Copy(out, a)
 			return err
 		},
 	}
 	logCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	logCmd.Flags().BoolVar(&raw, "raw", false, "write the bytes as they are, terminal queries included, also to a terminal")
 	return []*cobra.Command{
 		{
 			Use:   "console",

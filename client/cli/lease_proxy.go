@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -38,7 +39,9 @@ type leaseProxy struct {
 	mu     sync.Mutex
 	ended  chan struct{}
 	reason string
-	once   sync.Once
+	// final: the controller said the lease is over (not just unreachable).
+	final bool
+	once  sync.Once
 	// opened is closed once the first session is open.
 	opened   chan struct{}
 	openOnce sync.Once
@@ -74,11 +77,21 @@ func (p *leaseProxy) Reason() string {
 	return p.reason
 }
 
+// over says whether the controller ended the lease.
+func (p *leaseProxy) over() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.final
+}
+
 // hold keeps the upstream session open for the lease's life.
 func (p *leaseProxy) hold(ctx context.Context) {
 	go func() {
 		err := p.lc.Watch(ctx, p.l.GetId(), func(l *pb.Lease) bool {
 			if l.GetState() != pb.LeaseState_LEASE_STATE_READY && l.GetState() != pb.LeaseState_LEASE_STATE_PENDING {
+				p.mu.Lock()
+				p.final = true
+				p.mu.Unlock()
 				p.end(lease.Ended(l).Error())
 				return false
 			}
@@ -235,6 +248,14 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 
 func (rawCodec) Name() string { return "proto" }
 
+// The environment jmp shell -l gives the command: which lease it got and
+// on which exporter, so a job need not parse jmp's output.
+const (
+	envExporter       = "JMP_EXPORTER"
+	envLease          = "JMP_LEASE"
+	envExporterLabels = "JMP_EXPORTER_LABELS"
+)
+
 // shellLease requests a lease, waits for it, and runs the command through
 // the proxy; the lease is released at exit unless keepLease.
 func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLease, keepPower bool, args []string) error {
@@ -247,7 +268,16 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 		return err
 	}
 	defer lc.Close()
-	var l *pb.Lease
+	return leaseShell(ctx, lc, req, leaseID, keepLease, keepPower, args)
+}
+
+func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseID string, keepLease, keepPower bool, args []string) error {
+	var (
+		l   *pb.Lease
+		err error
+	)
+	// p, once set, knows whether the lease has already ended.
+	var p *leaseProxy
 	if leaseID != "" {
 		if l, err = lc.Get(ctx, leaseID); err != nil {
 			return err
@@ -261,6 +291,11 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 	id := l.GetId()
 	if !keepLease && leaseID == "" {
 		defer func() {
+			if p != nil && p.over() {
+				// Nothing to release, and the controller may no longer
+				// know this client: the reason was said already.
+				return
+			}
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if _, err := lc.Release(rctx, id); err != nil {
@@ -281,7 +316,8 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "jmp shell: lease %s ready on %s until %s\n", id, l.GetExporter(), l.GetEnd().AsTime().Local().Format(time.TimeOnly))
-	p, err := newLeaseProxy(ctx, lc, l)
+	env := []string{envExporter + "=" + l.GetExporter(), envLease + "=" + id, envExporterLabels + "=" + exporterLabels(ctx, lc, l.GetExporter())}
+	p, err = newLeaseProxy(ctx, lc, l)
 	if err != nil {
 		return err
 	}
@@ -309,11 +345,32 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("lease %s: could not open a session on exporter %s within 60s", id, l.GetExporter())
 	}
-	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, keepPower, dir, args)
+	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, keepPower, dir, args, env...)
 	if r := p.Reason(); r != "" {
 		fmt.Fprintln(os.Stderr, "jmp shell:", r)
 	}
 	return err
+}
+
+// exporterLabels is the exporter's labels as a selector that matches them
+// (a=b,c=d, sorted), or empty when the controller does not say.
+func exporterLabels(ctx context.Context, lc *lease.Client, name string) string {
+	es, err := lc.Exporters(ctx, "")
+	if err != nil {
+		slog.Warn("jmp shell: exporter labels", "exporter", name, "err", err)
+		return ""
+	}
+	for _, e := range es {
+		if e.GetName() == name {
+			kv := make([]string, 0, len(e.GetLabels()))
+			for k, v := range e.GetLabels() {
+				kv = append(kv, k+"="+v)
+			}
+			sort.Strings(kv)
+			return strings.Join(kv, ",")
+		}
+	}
+	return ""
 }
 
 func describeReq(r lease.Request) string {

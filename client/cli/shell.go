@@ -130,9 +130,9 @@ func shellDirect(ctx context.Context, addr string, opts client.Options, keep boo
 	return runHeld(ctx, addr, opts, keep, dir, args)
 }
 
-// runHeld opens the session, runs the command with j on its PATH and ends
-// the session when the command exits.
-func runHeld(ctx context.Context, target string, opts client.Options, keep bool, dir string, args []string) error {
+// runHeld opens the session, runs the command with j on its PATH and env
+// added to its environment, and ends the session when the command exits.
+func runHeld(ctx context.Context, target string, opts client.Options, keep bool, dir string, args []string, env ...string) error {
 	c, err := client.Dial(ctx, target, opts)
 	if err != nil {
 		return err
@@ -170,6 +170,7 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 		client.EnvSession+"="+sess.Token,
 		"PATH="+bin+string(os.PathListSeparator)+path,
 	)
+	cmd.Env = append(cmd.Env, env...)
 	if opts.Passphrase != "" {
 		cmd.Env = append(cmd.Env, client.EnvPassphrase+"="+opts.Passphrase)
 	}

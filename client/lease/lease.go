@@ -115,10 +115,17 @@ func (c *Client) Exporters(ctx context.Context, selector string) ([]*pb.Exporter
 	return r.GetExporters(), errdefs.FromGRPC(err)
 }
 
-// Ended is the error for a lease that is over; it wraps errdefs.ErrExpired.
+// Ended is the error for a lease that is over: it says why, in the
+// controller's words ("client cl29 deleted", "expired at …"), and matches
+// errdefs.ErrExpired without saying "expired" when that is not the reason.
 func Ended(l *pb.Lease) error {
-	return fmt.Errorf("lease %s %s: %s: %w", l.GetId(), stateWord(l.GetState()), l.GetReason(), errdefs.ErrExpired)
+	return &endedError{msg: fmt.Sprintf("lease %s %s: %s", l.GetId(), stateWord(l.GetState()), l.GetReason())}
 }
+
+type endedError struct{ msg string }
+
+func (e *endedError) Error() string { return e.msg }
+func (e *endedError) Unwrap() error { return errdefs.ErrExpired }
 
 func stateWord(s pb.LeaseState) string {
 	switch s {

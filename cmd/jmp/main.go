@@ -33,7 +33,7 @@ func main() {
 
 func run() int {
 	ctx := context.Background()
-	setupLog()
+	level := setupLog()
 	if filepath.Base(os.Args[0]) == "j" {
 		return runJ(ctx)
 	}
@@ -44,23 +44,23 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addLogFlags(root, level)
 	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), versionCommand())
 	root.AddCommand(cli.Commands()...)
 	return exit(root.ExecuteContext(ctx), "jmp")
 }
 
-// versionCommand prints the version and, with -v, the build's features:
-// a jmp built without cgo has no USB, so no YKUSH power.
+// versionCommand prints the version and, with jmp's -v, the build's
+// features: a jmp built without cgo has no USB, so no YKUSH power.
 func versionCommand() *cobra.Command {
-	var verbose bool
-	cmd := &cobra.Command{
+	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version (-v: and the build's features)",
+		Short: "Print the version (with -v, also the build's features: cgo, USB)",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, "jmp", version)
-			if !verbose {
+			if v, _ := cmd.Flags().GetCount("verbose"); v == 0 {
 				return
 			}
 			fmt.Fprintf(out, "go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
@@ -80,8 +80,6 @@ func versionCommand() *cobra.Command {
 			}
 		},
 	}
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "also print the build's features (cgo, USB)")
-	return cmd
 }
 
 func runJ(ctx context.Context) int {
@@ -111,14 +109,54 @@ func exit(err error, name string) int {
 	return 1
 }
 
-func setupLog() {
+// envLog sets the log level (debug, info, warn, error) of jmp and j.
+const envLog = "POGO_LOG"
+
+// setupLog installs the default logger at the level POGO_LOG names, or
+// else the command's default, and returns the level for the flags to
+// change.
+func setupLog() *slog.LevelVar {
 	// Daemons log what they do; interactive commands only warnings.
-	level := slog.LevelWarn
+	level := new(slog.LevelVar)
+	level.Set(slog.LevelWarn)
 	if len(os.Args) > 1 && (os.Args[1] == "run" || os.Args[1] == "controller" || os.Args[1] == "bmc-sim") {
-		level = slog.LevelInfo
-	}
-	if l := os.Getenv("POGO_LOG"); l != "" {
-		_ = level.UnmarshalText([]byte(l))
+		level.Set(slog.LevelInfo)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	if l := os.Getenv(envLog); l != "" {
+		if err := level.UnmarshalText([]byte(l)); err != nil {
+			slog.Warn("ignoring "+envLog+"; want debug, info, warn or error", "value", l)
+		}
+	}
+	return level
+}
+
+// addLogFlags gives every jmp command -v (info; -vv debug) and
+// --log-level, which win over POGO_LOG. The level is exported in POGO_LOG
+// too, so the j commands of a jmp shell log alike.
+func addLogFlags(root *cobra.Command, level *slog.LevelVar) {
+	var (
+		verbose int
+		name    string
+	)
+	f := root.PersistentFlags()
+	f.CountVarP(&verbose, "verbose", "v", "log more: -v info (every step with its duration), -vv debug")
+	f.StringVar(&name, "log-level", "", "log level: debug, info, warn or error (default warn, info for run, controller and bmc-sim; or $"+envLog+")")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		switch {
+		case name != "":
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(name)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", name)
+			}
+			level.Set(l)
+		case verbose == 1:
+			level.Set(min(level.Level(), slog.LevelInfo))
+		case verbose > 1:
+			level.Set(slog.LevelDebug)
+		default:
+			return nil
+		}
+		return os.Setenv(envLog, level.Level().String())
+	}
 }

@@ -343,3 +343,85 @@ func TestRunServesMetrics(t *testing.T) {
 		}
 	}
 }
+
+// -v and --log-level make jmp shell show the in-process exporter's steps,
+// win over POGO_LOG, and reach the j commands through POGO_LOG.
+func TestLogLevelFlags(t *testing.T) {
+	cfg, _, _ := lab(t)
+	const step = `msg="session started"`
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want bool
+	}{
+		{nil, nil, false},
+		{nil, []string{"-v"}, true},
+		{nil, []string{"--log-level", "debug"}, true},
+		{[]string{"POGO_LOG=info"}, nil, true},
+		{[]string{"POGO_LOG=info"}, []string{"--log-level", "error"}, false},
+	} {
+		args := append(append([]string{"shell", "-c", cfg}, tc.args...), "--", "true")
+		_, errOut, code := jmpRun(t, tc.env, args...)
+		if code != 0 {
+			t.Fatalf("%v %v: exit %d: %s", tc.env, args, code, errOut)
+		}
+		if got := strings.Contains(errOut, step); got != tc.want {
+			t.Errorf("%v jmp %v: logs the session start: %v, want %v\n%s", tc.env, strings.Join(args, " "), got, tc.want, errOut)
+		}
+	}
+	out, errOut, code := jmpRun(t, []string{"POGO_LOG="}, "shell", "-c", cfg, "-v", "--", "sh", "-c", "echo $POGO_LOG")
+	if code != 0 || strings.TrimSpace(out) != "INFO" {
+		t.Errorf("POGO_LOG inside jmp shell -v: %q (exit %d) %s", out, code, errOut)
+	}
+	if _, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--log-level", "loud", "--", "true"); code == 0 || !strings.Contains(errOut, `--log-level "loud"`) {
+		t.Errorf("--log-level loud: exit %d, %q", code, errOut)
+	}
+}
+
+// j serial log on a terminal shows the board's terminal queries instead
+// of sending them; --raw and pipes get the bytes.
+func TestConsoleLogNeutralisesTerminalQueries(t *testing.T) {
+	cfg, _, master := lab(t)
+	// Each jmp shell serves a new exporter with a new scrollback, in
+	// which the board's shell asks its terminal where the cursor is.
+	script := func(args string) string {
+		t.Helper()
+		if _, err := io.WriteString(master, "hello\x1b[6n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		return `for i in $(seq 50); do j serial log | grep -q hello && break; sleep 0.1; done; j serial log ` + args
+	}
+	onTTY := func(args string) string {
+		t.Helper()
+		cmd := exec.Command(jmp, "shell", "-c", cfg, "--", "sh", "-c", script(args))
+		f, err := pty.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		out, _ := io.ReadAll(f) // EIO once the command has exited
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("j serial log %s: %v\n%q", args, err, out)
+		}
+		return string(out)
+	}
+	if out := onTTY(""); !strings.Contains(out, "hello^[[6n") || strings.Contains(out, "\x1b[6n") {
+		t.Errorf("on a terminal: %q; want the query shown as ^[[6n", out)
+	}
+	if out := onTTY("--raw"); !strings.Contains(out, "hello\x1b[6n") {
+		t.Errorf("--raw on a terminal: %q; want the bytes", out)
+	}
+	out, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "sh", "-c", script(""))
+	if code != 0 || !strings.Contains(out, "hello\x1b[6n") {
+		t.Errorf("to a pipe: %q (exit %d, %s); want the bytes", out, code, errOut)
+	}
+}
+
+// pipe shows live output only, and says so: log is for what came before.
+func TestSerialPipeHelpPointsToLog(t *testing.T) {
+	cfg, _, _ := lab(t)
+	out, errOut, code := jmpRun(t, nil, "shell", "-c", cfg, "--", "j", "serial", "pipe", "--help")
+	if code != 0 || !strings.Contains(out, "live output") || !strings.Contains(out, "use log") {
+		t.Errorf("j serial pipe --help (exit %d): %q %s", code, out, errOut)
+	}
+}

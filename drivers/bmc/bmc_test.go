@@ -416,3 +416,69 @@ func FuzzRequestCheck(f *testing.F) {
 		}
 	})
 }
+
+// lazyImage yields size zero bytes on demand and counts what was read.
+type lazyImage struct {
+	mu   sync.Mutex
+	read int64
+}
+
+func (l *lazyImage) Read(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(p)
+	l.read += int64(len(p))
+	return len(p), nil
+}
+
+func (l *lazyImage) n() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.read
+}
+
+// A blob the BMC does not offer is found before the image streams: the
+// client sends no more than gRPC's flow-control window of a 256 MiB image.
+func TestUnofferedBlobFailsBeforeTheImageStreams(t *testing.T) {
+	s := startSim(t, "config-bios.json", nil)
+	e := exportertest.Serve(t, s.exporterYAML(""))
+	d := bmc.NewClient(open(t, e).Conn(), "bmc")
+	img := &lazyImage{}
+	var phases []blob.Phase
+	err := d.Update(context.Background(), bmc.Request{Type: "image", Image: img, Size: 256 << 20, Signature: []byte(goodSig),
+		Progress: func(p blob.Progress) { phases = append(phases, p.Phase) }})
+	var pe *blob.PhaseError
+	if !errors.As(err, &pe) || pe.Phase != blob.PhaseCheck || !strings.Contains(err.Error(), "does not offer /flash/image") {
+		t.Fatalf("image on a bios-only BMC: %v", err)
+	}
+	if n := img.n(); n > 16<<20 {
+		t.Errorf("the client streamed %d MiB of the image before the check failed", n>>20)
+	}
+	if slices.Contains(phases, bmc.PhaseReceive) {
+		t.Errorf("progress %v: the exporter received image bytes before the check", phases)
+	}
+	spoolEmpty(t, e)
+}
+
+// A chunk_size above the BMC's request limit (the simulator takes 1024
+// bytes of request data) fails at the first write with a hint, not after
+// three identical retries.
+func TestChunkSizeAboveTheBMCLimit(t *testing.T) {
+	s := startSim(t, "config-static-bmc.json", nil)
+	e := exportertest.Serve(t, s.exporterYAML("      chunk_size: 4096\n"))
+	d := bmc.NewClient(open(t, e).Conn(), "bmc")
+	err := d.Update(context.Background(), request("image", image(t, 20<<10), goodSig))
+	var pe *blob.PhaseError
+	if !errors.As(err, &pe) || pe.Phase != blob.PhaseUpload {
+		t.Fatalf("error %v, want the upload phase", err)
+	}
+	for _, want := range []string{"write /flash/image at 0", "lower chunk_size (now 4096"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if s.Flash().State() != flash.NotYetStarted {
+		t.Errorf("BMC left in %v", s.Flash().State())
+	}
+	spoolEmpty(t, e)
+}

@@ -200,6 +200,18 @@ func (d *Driver) Update(ctx context.Context, req Request) error {
 	if report == nil {
 		report = func(blob.Progress) {}
 	}
+	u := &blob.Updater{
+		Client:        &blob.Client{T: d.link},
+		ChunkSize:     d.cfg.ChunkSize,
+		ActionTimeout: d.cfg.ActionTimeout,
+		Progress:      report,
+		Log:           d.log,
+	}
+	// A blob the BMC does not offer (or a BMC that is not there) fails
+	// before the client streams the whole image.
+	if err := u.Check(ctx, req.Type); err != nil {
+		return err
+	}
 	img, err := d.receive(ctx, req, report)
 	if err != nil {
 		return &blob.PhaseError{Phase: PhaseReceive, Err: err}
@@ -210,13 +222,6 @@ func (d *Driver) Update(ctx context.Context, req Request) error {
 			d.log.Warn("remove spooled image", "file", img.Name(), "err", err)
 		}
 	}()
-	u := &blob.Updater{
-		Client:        &blob.Client{T: d.link},
-		ChunkSize:     d.cfg.ChunkSize,
-		ActionTimeout: d.cfg.ActionTimeout,
-		Progress:      report,
-		Log:           d.log,
-	}
 	start := time.Now()
 	err = u.Update(ctx, blob.Request{
 		Type: req.Type, Image: &blockReader{r: img}, ImageSize: req.Size,

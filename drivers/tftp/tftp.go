@@ -31,8 +31,11 @@
 //
 // The holder resolves each request by reading the subdir's symlink and
 // opening the rest of the name with os.Root in that directory: .., absolute
-// paths and symlinks escaping the board's directory are refused (and
-// logged), as are names outside any subdir.
+// paths and symlinks escaping the board's directory are refused as an
+// access violation and logged as a warning. A name outside any registered
+// subdir (no subdir, or one no board here registered) is only "file not
+// found", logged at info: that is a board with the wrong subdir, not an
+// attack.
 //
 // Block sizes are whatever the client asks for up to 65464, not clamped to
 // the interface MTU (see endpoint.tryServe). Each transfer is logged with

@@ -531,3 +531,52 @@ func TestReserve(t *testing.T) {
 	}
 	b.Close()
 }
+
+// What docs/tftp-http.md promises: a name that tries to leave the board's
+// directory is an access violation logged as a warning; a name outside any
+// registered subdir (none, or another board's that is not here) is "file
+// not found", logged at info.
+func TestRefusalsWarnMissesInform(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "Image"), []byte("kernel"), 0o644)
+	// slog's handler serialises its writes; the file is read back whole.
+	logs, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	d, err := Start(Config{Root: root, Listen: "127.0.0.1:0", Subdir: "b", HostDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	addr := d.Addr().String()
+	lines := func(name string) []string {
+		var out []string
+		b, _ := os.ReadFile(logs.Name())
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "file="+name+" ") || strings.Contains(l, `file="`+name+`"`) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct{ name, answer, level, msg string }{
+		{"../etc/passwd", "access violation", "level=WARN", `msg="tftp: refused"`},
+		{"b/../../etc/passwd", "access violation", "level=WARN", `msg="tftp: refused"`},
+		{"Image", "file not found", "level=INFO", `msg="tftp: not found"`},
+		{"other/Image", "file not found", "level=INFO", `msg="tftp: not found"`},
+	} {
+		if _, err := fetch(addr, tc.name, 0); err == nil || !strings.Contains(err.Error(), tc.answer) {
+			t.Errorf("%q: %v; want %q", tc.name, err, tc.answer)
+		}
+		var ls []string
+		for deadline := time.Now().Add(5 * time.Second); len(ls) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			ls = lines(tc.name)
+		}
+		if len(ls) != 1 || !strings.Contains(ls[0], tc.level) || !strings.Contains(ls[0], tc.msg) {
+			t.Errorf("%q logged %q; want one %s %s line", tc.name, ls, tc.level, tc.msg)
+		}
+	}
+}

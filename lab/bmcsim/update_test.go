@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/drivers/bmc/blob"
 	"github.com/pogolab/pogo/drivers/bmc/ipmi"
 	"github.com/pogolab/pogo/lab/bmcsim/flash"
@@ -371,4 +372,69 @@ func TestStaleActiveImageCleaned(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("held-by-another-session", func(t *testing.T) {
+		t.Parallel()
+		s := startSim(t, withConfigDir(exampleDir(t, "config-static-bmc.json")), withStandIns(standIns(nil)))
+		ctx := context.Background()
+		other := &blob.Client{T: dialSim(t, s, 0)}
+		if _, err := other.Open(ctx, "/flash/image", blob.FlagWrite|blob.TransportIPMI); err != nil {
+			t.Fatal(err)
+		}
+		u := newUpdater(s, dialSim(t, s, 0), &progressLog{sim: s})
+		u.RetryDelay = 10 * time.Millisecond
+		before := time.Now()
+		err := u.Update(ctx, updateReq("image", randomImage(t, 5000), goodSig))
+		var pe *blob.PhaseError
+		if !errors.As(err, &pe) || pe.Phase != blob.PhaseStale || !errors.Is(err, errdefs.ErrInUse) {
+			t.Fatalf("error %v, want the stale-cleanup phase and ErrInUse", err)
+		}
+		msg := err.Error()
+		for _, want := range []string{"another session holds a flash blob open", "after 10m0s without commands", "gone by "} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error %q does not say %q", msg, want)
+			}
+		}
+		if strings.Contains(msg, "Unspecified error") || strings.Contains(msg, "0xff") {
+			t.Errorf("error %q shows the raw completion code", msg)
+		}
+		// The latest an abandoned session lasts: 10 minutes from now.
+		by := before.Add(blob.SessionTimeout).Format("15:04:05")
+		if !strings.Contains(msg, "gone by "+by) && !strings.Contains(msg, "gone by "+before.Add(blob.SessionTimeout+time.Second).Format("15:04:05")) {
+			t.Errorf("error %q: want the expiry %s", msg, by)
+		}
+	})
+}
+
+// countCC counts the BMC's answers with one completion code.
+type countCC struct {
+	blob.Transport
+	cc byte
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countCC) RawCommand(ctx context.Context, netFn, cmd byte, data []byte) ([]byte, error) {
+	out, err := c.Transport.RawCommand(ctx, netFn, cmd, data)
+	if cc, ok := blob.CompletionCode(err); ok && cc == c.cc {
+		c.mu.Lock()
+		c.n++
+		c.mu.Unlock()
+	}
+	return out, err
+}
+
+// A chunk larger than the BMC's request limit is sent once: the BMC's
+// 0xc8 will not change on a retry.
+func TestChunkTooLargeIsNotRetried(t *testing.T) {
+	s := startSim(t, withConfigDir(exampleDir(t, "config-static-bmc.json")), withStandIns(standIns(nil)))
+	tr := &countCC{Transport: dialSim(t, s, 0), cc: blob.CCReqDataTooLong}
+	u := newUpdater(s, tr, &progressLog{sim: s})
+	u.ChunkSize = 2048
+	err := u.Update(context.Background(), updateReq("image", randomImage(t, 5000), goodSig))
+	if !errors.Is(err, blob.ErrChunkTooLarge) || !strings.Contains(err.Error(), "lower chunk_size (now 2048") {
+		t.Fatalf("error %v, want ErrChunkTooLarge with a hint", err)
+	}
+	if tr.n != 1 {
+		t.Errorf("the BMC refused %d writes as too long, want 1 (no retries)", tr.n)
+	}
 }

@@ -92,7 +92,13 @@ Tunnels between clients and exporters (--tunnel-security):
 // DialAdmin connects to the Admin service of the controller whose data
 // dir is dir.
 func DialAdmin(dir string) (*grpc.ClientConn, error) {
-	sock := AdminSocket(dir)
+	// unix:// wants an absolute path: unix://ctl/admin.sock reads ctl as
+	// an authority.
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", dir, err)
+	}
+	sock := AdminSocket(abs)
 	if _, err := os.Stat(sock); err != nil {
 		return nil, fmt.Errorf("no controller admin socket at %s (is jmp controller running with --data-dir %s?): %w", sock, dir, err)
 	}

@@ -98,7 +98,7 @@ var _ = Describe("BMC interop and bad input", Label("bmc"), func() {
 		}
 		conn.Close()
 
-		By("chunks larger than the BMC takes fail the upload with the completion code, and the BMC is cleaned")
+		By("chunks larger than the BMC takes fail the upload at once with a hint and the completion code, and the BMC is cleaned")
 		h := serve(ctx, s.exporterYAML("chunk_size: 100"))
 		ev, done := h.start(ctx, request("image", randomImage(4<<10), goodSig))
 		var uerr error
@@ -106,7 +106,7 @@ var _ = Describe("BMC interop and bad input", Label("bmc"), func() {
 		var pe *blob.PhaseError
 		Expect(errors.As(uerr, &pe)).To(BeTrue(), "error %v", uerr)
 		Expect(pe.Phase).To(Equal(blob.PhaseUpload))
-		Expect(uerr.Error()).To(MatchRegexp(`^upload: write /flash/image at 0: blob write: .*0xc8`))
+		Expect(uerr.Error()).To(MatchRegexp(`^upload: write /flash/image at 0: .*lower chunk_size \(now 100;.*blob write: .*0xc8`))
 		Expect(ev.seen(blob.PhaseCleanup, "")).To(BeTrue())
 		Expect(h.ids(ctx)).To(Equal([]string{blob.HashBlob, "/flash/image", blob.CleanupBlob}))
 	}, SpecTimeout(90*time.Second))

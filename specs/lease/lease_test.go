@@ -24,6 +24,16 @@ func waitFile(path string, timeout time.Duration) {
 	Eventually(func() error { _, err := os.Stat(path); return err }, timeout, 20*time.Millisecond).Should(Succeed())
 }
 
+// waitLine waits for path to hold a whole line and returns it. A shell's
+// `cmd > file` creates the file before cmd writes to it, so existence alone
+// says nothing about the content.
+func waitLine(path string, timeout time.Duration) string {
+	GinkgoHelper()
+	var line string
+	Eventually(func() (err error) { line, err = readLine(path); return err }, timeout, 20*time.Millisecond).Should(Succeed())
+	return line
+}
+
 var _ = Describe("leases through the controller", Label("lease"), func() {
 	It("leases by label, drives the board through the router and releases it", func() {
 		l := newLab()
@@ -118,7 +128,7 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 			return []string{"-l", "board=qemu", "--", "sh", "-c", "date +%s.%N > " + got(n) + "; j power on; while [ ! -f " + rel(n) + " ]; do sleep 0.02; done"}
 		}
 		holder := users["holder"].shell(script("holder")...)
-		waitFile(got("holder"), 30*time.Second)
+		waitLine(got("holder"), 30*time.Second)
 		// Queue in this order: first, second (priority 0), then vip (5).
 		shells := map[string]*proc{}
 		for _, n := range []string{"first", "second", "vip"} {
@@ -131,14 +141,13 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 			prev, next := order[i-1], order[i]
 			released := time.Now()
 			Expect(os.WriteFile(rel(prev), nil, 0o644)).To(Succeed())
-			waitFile(got(next), 20*time.Second)
+			line := waitLine(got(next), 20*time.Second)
 			// Nobody else got it in between.
 			for _, other := range order[i+1:] {
 				_, err := os.Stat(got(other))
 				Expect(err).To(HaveOccurred(), other+" was served before "+next)
 			}
-			b, _ := os.ReadFile(got(next))
-			at, err := parseDate(string(b))
+			at, err := parseDate(line)
 			Expect(err).NotTo(HaveOccurred())
 			wait := at.Sub(released)
 			Expect(wait).To(BeNumerically(">", 0), next+" was served before "+prev+" released")

@@ -1,6 +1,8 @@
 package lease_test
 
 import (
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -20,4 +22,18 @@ func parseDate(s string) (time.Time, error) {
 		}
 	}
 	return time.Unix(sec, nsec), nil
+}
+
+// readLine returns the first line of path once it is complete (ends in a
+// newline), and an error while the file is missing or still being written.
+func readLine(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	line, _, ok := strings.Cut(string(b), "\n")
+	if !ok {
+		return "", fmt.Errorf("%s: no complete line yet (%d bytes)", path, len(b))
+	}
+	return line, nil
 }

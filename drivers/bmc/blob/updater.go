@@ -43,6 +43,15 @@ var ErrActionFailed = errors.New("BMC reported failed")
 // ErrTimeout is returned when an action did not finish in time.
 var ErrTimeout = errors.New("timed out waiting for the BMC")
 
+// ErrChunkTooLarge is returned when the BMC refuses a write as longer than
+// it takes (completion code 0xc8); the same chunk size would fail again, so
+// it is never retried.
+var ErrChunkTooLarge = errors.New("chunk too large for the BMC")
+
+// SessionTimeout is how long phosphor-ipmi-blobs keeps a blob session
+// without commands before it expires it.
+const SessionTimeout = 10 * time.Minute
+
 // PhaseError names the phase an update failed in.
 type PhaseError struct {
 	Phase Phase
@@ -139,7 +148,9 @@ func (u *Updater) Update(ctx context.Context, req Request) (err error) {
 	id := BlobID(req.Type)
 	var open sessionTracker
 	defer func() {
-		if err == nil {
+		var held *heldErr
+		if err == nil || errors.As(err, &held) {
+			// Another session's update is not ours to clean up.
 			return
 		}
 		// The caller's ctx may be what failed (abort), yet the BMC must
@@ -152,6 +163,7 @@ func (u *Updater) Update(ctx context.Context, req Request) (err error) {
 		}
 	}()
 
+	u.report(Progress{Phase: PhaseCheck, Message: "listing blobs"})
 	if err := u.step(ctx, PhaseCheck, func() error { return u.check(ctx, id) }); err != nil {
 		return err
 	}
@@ -189,15 +201,17 @@ type sessionTracker struct {
 func (s *sessionTracker) set(id uint16) { s.id, s.valid = id, true }
 func (s *sessionTracker) clear()        { s.valid = false }
 
-// step runs fn up to Retries times; BMC-reported action failures, refused
-// credentials and context cancellation end it at once.
+// step runs fn up to Retries times; BMC-reported action failures, chunks
+// too large, blobs not offered, refused credentials and context
+// cancellation end it at once.
 func (u *Updater) step(ctx context.Context, phase Phase, fn func() error) error {
 	var err error
 	for attempt := 1; attempt <= u.retries(); attempt++ {
 		if err = fn(); err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrActionFailed) || errors.Is(err, errdefs.ErrUnauthorized) || ctx.Err() != nil {
+		if errors.Is(err, ErrActionFailed) || errors.Is(err, ErrChunkTooLarge) || errors.Is(err, errdefs.ErrUnsupported) ||
+			errors.Is(err, errdefs.ErrUnauthorized) || ctx.Err() != nil {
 			break
 		}
 		u.log().Warn("update step failed", "phase", phase, "attempt", attempt, "err", err)
@@ -231,15 +245,21 @@ func (u *Updater) reconnectIfLost(ctx context.Context, err error) error {
 	return r.Reconnect(ctx)
 }
 
+// Check tells, before the image is at hand, whether the BMC offers the
+// blob of typ over IPMI, so that a caller need not fetch an image the BMC
+// would refuse. It reports no progress; Update checks again.
+func (u *Updater) Check(ctx context.Context, typ string) error {
+	return u.step(ctx, PhaseCheck, func() error { return u.check(ctx, BlobID(typ)) })
+}
+
 func (u *Updater) check(ctx context.Context, id string) error {
-	u.report(Progress{Phase: PhaseCheck, Message: "listing blobs"})
 	ids, err := u.Client.List(ctx)
 	if err != nil {
 		return err
 	}
 	for _, want := range []string{id, HashBlob} {
 		if !slices.Contains(ids, want) {
-			return fmt.Errorf("BMC does not offer %s (blobs: %s)", want, strings.Join(ids, ", "))
+			return fmt.Errorf("BMC does not offer %s (blobs: %s): %w", want, strings.Join(ids, ", "), errdefs.ErrUnsupported)
 		}
 	}
 	m, err := u.Client.Stat(ctx, id)
@@ -247,7 +267,7 @@ func (u *Updater) check(ctx context.Context, id string) error {
 		return err
 	}
 	if m.State&TransportIPMI == 0 {
-		return fmt.Errorf("%s does not accept the ipmi transport (state %#04x)", id, m.State)
+		return fmt.Errorf("%s does not accept the ipmi transport (state %#04x): %w", id, m.State, errdefs.ErrUnsupported)
 	}
 	return nil
 }
@@ -264,7 +284,11 @@ func (u *Updater) cleanStale(ctx context.Context) error {
 		if strings.HasPrefix(id, ActivePfx) {
 			stale = true
 			u.report(Progress{Phase: PhaseStale, Message: "deleting stale " + id})
+			refusedAt := time.Now()
 			if err := u.Client.Delete(ctx, id); err != nil {
+				if cc, ok := CompletionCode(err); ok && cc == CCUnspecifiedError {
+					return heldError(id, refusedAt, err)
+				}
 				return err
 			}
 		}
@@ -274,6 +298,26 @@ func (u *Updater) cleanStale(ctx context.Context) error {
 	}
 	return nil
 }
+
+// heldError explains the BMC refusing to delete an active marker: a flash
+// blob is open in a session not ours. The protocol does not say whose, nor
+// when it last spoke, so the expiry given is the latest an abandoned
+// session can last.
+func heldError(id string, at time.Time, err error) error {
+	return &heldErr{msg: fmt.Sprintf("delete %s: another session holds a flash blob open on the BMC "+
+		"(an update from another host, or a run that died mid-upload); the BMC expires a session after %s without commands, "+
+		"so an abandoned one is gone by %s at the latest", id, SessionTimeout, at.Add(SessionTimeout).Format("15:04:05 MST")), err: err}
+}
+
+// heldErr keeps the BMC's completion code for errors.As and matches
+// errdefs.ErrInUse, without repeating the code's text.
+type heldErr struct {
+	msg string
+	err error
+}
+
+func (e *heldErr) Error() string   { return e.msg }
+func (e *heldErr) Unwrap() []error { return []error{e.err, errdefs.ErrInUse} }
 
 func (u *Updater) commitCleanup(ctx context.Context) error {
 	s, err := u.Client.Open(ctx, CleanupBlob, FlagWrite)
@@ -310,6 +354,10 @@ func (u *Updater) upload(ctx context.Context, open *sessionTracker, phase Phase,
 			return fmt.Errorf("read %s source at %d: %w", phase, off, rerr)
 		}
 		if err := u.Client.Write(ctx, s, uint32(off), buf[:n]); err != nil {
+			if cc, ok := CompletionCode(err); ok && cc == CCReqDataTooLong {
+				return fmt.Errorf("write %s at %d: the BMC refused a request carrying %d image bytes as too long; lower chunk_size (now %d; 512 suits an OpenBMC LAN channel): %w: %w",
+					id, off, n, u.chunk(), ErrChunkTooLarge, err)
+			}
 			return fmt.Errorf("write %s at %d: %w", id, off, err)
 		}
 		off += int64(n)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -22,7 +23,8 @@ type Config struct {
 	Off string `yaml:"off,required"`
 	// Cycle defaults to off, delay, on.
 	Cycle string `yaml:"cycle"`
-	// Status exits 0 when the board is on.
+	// Status prints on/off/1/0/true/false, or, printing none of those,
+	// exits 0 when the board is on (see ParseStatus).
 	Status  string        `yaml:"status"`
 	Timeout time.Duration `yaml:"timeout"`
 	Delay   time.Duration `yaml:"delay"`
@@ -69,13 +71,14 @@ func New(c Config) (*Driver, error) {
 	return &Driver{c: c}, nil
 }
 
-func (d *Driver) On(ctx context.Context) error  { return d.run(ctx, "on", d.c.On) }
-func (d *Driver) Off(ctx context.Context) error { return d.run(ctx, "off", d.c.Off) }
+func (d *Driver) On(ctx context.Context) error  { _, err := d.run(ctx, "on", d.c.On); return err }
+func (d *Driver) Off(ctx context.Context) error { _, err := d.run(ctx, "off", d.c.Off); return err }
 
 // Cycle implements power.Cycler.
 func (d *Driver) Cycle(ctx context.Context, delay time.Duration) error {
 	if d.c.Cycle != "" {
-		return d.run(ctx, "cycle", d.c.Cycle)
+		_, err := d.run(ctx, "cycle", d.c.Cycle)
+		return err
 	}
 	if delay == 0 {
 		delay = d.c.Delay
@@ -89,15 +92,29 @@ func (d *Driver) State(ctx context.Context) (power.State, error) {
 	if d.c.Status == "" {
 		return power.Unknown, nil
 	}
-	err := d.run(ctx, "status", d.c.Status)
+	out, err := d.run(ctx, "status", d.c.Status)
 	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return power.On, nil
-	case errors.As(err, &ee):
-		return power.Off, nil
+	if err != nil && !errors.As(err, &ee) {
+		return power.Unknown, err
 	}
-	return power.Unknown, err
+	return ParseStatus(out, err == nil), nil
+}
+
+// ParseStatus reads a status command's result: its standard output, trimmed
+// and case-insensitive, when that is on, off, 1, 0, true or false; otherwise
+// its exit status, 0 being on. So both `relay 3 get` printing "off" and
+// `test -e /run/relay3` work.
+func ParseStatus(stdout string, exitedZero bool) power.State {
+	switch strings.ToLower(strings.TrimSpace(stdout)) {
+	case "on", "1", "true":
+		return power.On
+	case "off", "0", "false":
+		return power.Off
+	}
+	if exitedZero {
+		return power.On
+	}
+	return power.Off
 }
 
 // Reset implements drivers.Resetter: the safe state is off.
@@ -109,7 +126,9 @@ func (d *Driver) Close() error { return nil }
 // Description implements drivers.Describer.
 func (d *Driver) Description() string { return "power by command: " + d.c.On }
 
-func (d *Driver) run(ctx context.Context, what, script string) error {
+// run runs script and returns its standard output; the error carries
+// standard error too.
+func (d *Driver) run(ctx context.Context, what, script string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.c.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", script)
@@ -118,18 +137,18 @@ func (d *Driver) run(ctx context.Context, what, script string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	var out, stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, &stdout), &out
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
-		return fmt.Errorf("power %s: %q timed out after %s: %w", what, script, d.c.Timeout, context.DeadlineExceeded)
+		return "", fmt.Errorf("power %s: %q timed out after %s: %w", what, script, d.c.Timeout, context.DeadlineExceeded)
 	}
 	if err != nil {
 		msg := strings.TrimSpace(out.String())
 		if msg != "" {
 			msg = ": " + msg
 		}
-		return fmt.Errorf("power %s: %q: %w%s", what, script, err, msg)
+		return stdout.String(), fmt.Errorf("power %s: %q: %w%s", what, script, err, msg)
 	}
-	return nil
+	return stdout.String(), nil
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers/power"
-	_ "github.com/pogolab/pogo/drivers/power/command"
+	"github.com/pogolab/pogo/drivers/power/command"
 	"github.com/pogolab/pogo/exporter/exportertest"
 )
 
@@ -120,4 +120,69 @@ func TestTimeoutKillsTheCommand(t *testing.T) {
 	if got := log(); got != "" {
 		t.Fatalf("the timed-out command lived on and wrote %q", got)
 	}
+}
+
+// A status command that prints off and exits 0 reads as off: the output,
+// when it says, wins over the exit status.
+func TestStatusParsesOutput(t *testing.T) {
+	ctx := context.Background()
+	_, e := serve(t, `      on: echo "  On " > $DIR/relay
+      off: echo OFF > $DIR/relay
+      status: cat $DIR/relay || echo 0
+`)
+	c := e.Dial(t)
+	if _, err := c.Open(ctx, client.SessionOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := c.Power("power")
+	if s, err := p.State(ctx); err != nil || s != power.Off {
+		t.Fatalf("no relay file (prints 0, exits 0): %v %v, want off", s, err)
+	}
+	if err := p.On(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := p.State(ctx); err != nil || s != power.On {
+		t.Fatalf("after on: %v %v", s, err)
+	}
+	if err := p.Off(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := p.State(ctx); err != nil || s != power.Off {
+		t.Fatalf("prints OFF, exits 0: %v %v, want off", s, err)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		zero bool
+		want power.State
+	}{
+		{"on\n", false, power.On},
+		{" TRUE ", false, power.On},
+		{"1", false, power.On},
+		{"off\n", true, power.Off},
+		{"False", true, power.Off},
+		{"0\r\n", true, power.Off},
+		{"", true, power.On},
+		{"", false, power.Off},
+		{"relay 3: closed\n", true, power.On},
+		{"error: no relay 3\n", false, power.Off},
+	} {
+		if got := command.ParseStatus(tc.out, tc.zero); got != tc.want {
+			t.Errorf("ParseStatus(%q, exit 0 %v) = %v, want %v", tc.out, tc.zero, got, tc.want)
+		}
+	}
+}
+
+func FuzzParseStatus(f *testing.F) {
+	for _, s := range []string{"on", "OFF\n", " 1 ", "true", "", "relay 3 get: on"} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, out string, zero bool) {
+		if s := command.ParseStatus(out, zero); s != power.On && s != power.Off {
+			t.Fatalf("ParseStatus(%q, %v) = %v: a status command always reads as on or off", out, zero, s)
+		}
+	})
 }

@@ -34,7 +34,7 @@ type Handler interface {
 
 // DefaultExpiry is how long a session may sit idle before it is expired,
 // matching phosphor-ipmi-blobs.
-const DefaultExpiry = 10 * time.Minute
+const DefaultExpiry = blob.SessionTimeout
 
 type session struct {
 	h    Handler
