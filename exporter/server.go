@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pogolab/pogo/api/errdefs"
@@ -44,10 +45,17 @@ type Options struct {
 	// Holder, when set, restricts sessions to this client name (the lease
 	// holder, set by the controller).
 	Holder func() (string, bool)
+	// Lease, when set, is the lease driver calls serve: it rides in their
+	// context (drivers.LeaseFrom) to exporter-side commands.
+	Lease func() (drivers.Lease, bool)
 	// AlwaysReset makes Stop reset the drivers even when no session touched
 	// them since the last reset: a daemon cannot know what happened to the
 	// hardware meanwhile. An in-process shell exporter can.
 	AlwaysReset bool
+	// Hooks says the caller runs the config's lease hooks and honours
+	// exitOnLeaseEnd (an exporter linked to a controller). Without it, New
+	// refuses a config that has them rather than ignore them.
+	Hooks bool
 }
 
 // Server serves one driver tree.
@@ -84,6 +92,11 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	}
 	tee := newLogTee(opts.Log.Handler())
 	log := slog.New(tee)
+	if !opts.Hooks {
+		if err := refuseLeaseKeys(f); err != nil {
+			return nil, err
+		}
+	}
 	if host == nil {
 		host = &drivers.Host{}
 	}
@@ -114,6 +127,26 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 		svc.Register(s.grpc, s)
 	}
 	return s, nil
+}
+
+// refuseLeaseKeys fails for a config whose lease keys this mode cannot
+// honour: without a controller there is no lease for hooks to run around.
+func refuseLeaseKeys(f *config.File) error {
+	var keys []string
+	if f.Hooks.BeforeLease != nil {
+		keys = append(keys, "hooks.beforeLease")
+	}
+	if f.Hooks.AfterLease != nil {
+		keys = append(keys, "hooks.afterLease")
+	}
+	if f.ExitOnLeaseEnd {
+		keys = append(keys, "exitOnLeaseEnd")
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: lease hooks and exitOnLeaseEnd run only when the exporter is linked to a controller (endpoint and token); in direct (--listen) or local mode they would never run: remove them, or link the exporter to a controller",
+		f.Path, strings.Join(keys, ", "))
 }
 
 // Tree returns the server's driver tree.
@@ -209,6 +242,16 @@ func (s *Server) checkPassphrase(ctx context.Context) error {
 	}
 	got := rpcmeta.Incoming(ctx, rpcmeta.PassphraseKey)
 	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Passphrase)) != 1 {
+		// Log who and what, never the value presented.
+		why := "wrong passphrase"
+		if got == "" {
+			why = "no passphrase"
+		}
+		from := "unknown"
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			from = p.Addr.String()
+		}
+		s.log.Warn("rejected a call: "+why, "peer", from)
 		return fmt.Errorf("wrong or missing passphrase: %w", errdefs.ErrUnauthorized)
 	}
 	return nil
@@ -244,15 +287,36 @@ func (s *Server) unaryGuard(ctx context.Context, req any, info *grpc.UnaryServer
 	if err := s.guard(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	return h(s.withLease(ctx), req)
 }
 
 func (s *Server) streamGuard(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.guard(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
+	if ctx := s.withLease(ss.Context()); ctx != ss.Context() {
+		ss = leaseStream{ServerStream: ss, ctx: ctx}
+	}
 	return h(srv, ss)
 }
+
+// withLease adds the current lease to a driver call's context.
+func (s *Server) withLease(ctx context.Context) context.Context {
+	if s.opts.Lease == nil {
+		return ctx
+	}
+	if l, ok := s.opts.Lease(); ok {
+		return drivers.WithLease(ctx, l)
+	}
+	return ctx
+}
+
+type leaseStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (l leaseStream) Context() context.Context { return l.ctx }
 
 type exporterService struct {
 	pb.UnimplementedExporterServer

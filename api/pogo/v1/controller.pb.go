@@ -305,6 +305,7 @@ type ExporterMessage struct {
 	//
 	//	*ExporterMessage_Heartbeat
 	//	*ExporterMessage_EndLease
+	//	*ExporterMessage_Hook
 	Kind          isExporterMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -365,6 +366,15 @@ func (x *ExporterMessage) GetEndLease() *EndLeaseRequest {
 	return nil
 }
 
+func (x *ExporterMessage) GetHook() *HookEvent {
+	if x != nil {
+		if x, ok := x.Kind.(*ExporterMessage_Hook); ok {
+			return x.Hook
+		}
+	}
+	return nil
+}
+
 type isExporterMessage_Kind interface {
 	isExporterMessage_Kind()
 }
@@ -379,9 +389,117 @@ type ExporterMessage_EndLease struct {
 	EndLease *EndLeaseRequest `protobuf:"bytes,2,opt,name=end_lease,json=endLease,proto3,oneof"`
 }
 
+type ExporterMessage_Hook struct {
+	// hook reports a lease hook's progress, for the controller to pass on
+	// to the lease holder (Leases.WatchHooks).
+	Hook *HookEvent `protobuf:"bytes,3,opt,name=hook,proto3,oneof"`
+}
+
 func (*ExporterMessage_Heartbeat) isExporterMessage_Kind() {}
 
 func (*ExporterMessage_EndLease) isExporterMessage_Kind() {}
+
+func (*ExporterMessage_Hook) isExporterMessage_Kind() {}
+
+// HookEvent is one step of an exporter's lease hooks: the hooks it will
+// run for a lease (first), a line of a hook's output, or a hook's end.
+type HookEvent struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// hook is "beforeLease" or "afterLease"; empty on the first event.
+	Hook string `protobuf:"bytes,2,opt,name=hook,proto3" json:"hook,omitempty"`
+	// configured lists the hooks the exporter runs for this lease (first
+	// event only), so a client knows whether to wait for afterLease.
+	Configured []string `protobuf:"bytes,3,rep,name=configured,proto3" json:"configured,omitempty"`
+	// line is a line the hook wrote (stdout or stderr).
+	Line string `protobuf:"bytes,4,opt,name=line,proto3" json:"line,omitempty"`
+	// done marks the hook's end; error is set when it failed, with the
+	// hook's on_failure policy (warn, endLease or exit).
+	Done          bool   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	OnFailure     string `protobuf:"bytes,7,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HookEvent) Reset() {
+	*x = HookEvent{}
+	mi := &file_pogo_v1_controller_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HookEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HookEvent) ProtoMessage() {}
+
+func (x *HookEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_controller_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HookEvent.ProtoReflect.Descriptor instead.
+func (*HookEvent) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HookEvent) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *HookEvent) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *HookEvent) GetConfigured() []string {
+	if x != nil {
+		return x.Configured
+	}
+	return nil
+}
+
+func (x *HookEvent) GetLine() string {
+	if x != nil {
+		return x.Line
+	}
+	return ""
+}
+
+func (x *HookEvent) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *HookEvent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HookEvent) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
+}
 
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -391,7 +509,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[3]
+	mi := &file_pogo_v1_controller_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +521,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[3]
+	mi := &file_pogo_v1_controller_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +534,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{3}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{4}
 }
 
 type EndLeaseRequest struct {
@@ -429,7 +547,7 @@ type EndLeaseRequest struct {
 
 func (x *EndLeaseRequest) Reset() {
 	*x = EndLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[4]
+	mi := &file_pogo_v1_controller_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +559,7 @@ func (x *EndLeaseRequest) String() string {
 func (*EndLeaseRequest) ProtoMessage() {}
 
 func (x *EndLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[4]
+	mi := &file_pogo_v1_controller_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +572,7 @@ func (x *EndLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndLeaseRequest.ProtoReflect.Descriptor instead.
 func (*EndLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{4}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EndLeaseRequest) GetLeaseId() string {
@@ -485,7 +603,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[5]
+	mi := &file_pogo_v1_controller_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +615,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[5]
+	mi := &file_pogo_v1_controller_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +628,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{5}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ControllerMessage) GetKind() isControllerMessage_Kind {
@@ -582,7 +700,7 @@ type LeaseAssignment struct {
 
 func (x *LeaseAssignment) Reset() {
 	*x = LeaseAssignment{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[6]
+	mi := &file_pogo_v1_controller_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +712,7 @@ func (x *LeaseAssignment) String() string {
 func (*LeaseAssignment) ProtoMessage() {}
 
 func (x *LeaseAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[6]
+	mi := &file_pogo_v1_controller_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +725,7 @@ func (x *LeaseAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAssignment.ProtoReflect.Descriptor instead.
 func (*LeaseAssignment) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{6}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaseAssignment) GetLeaseId() string {
@@ -650,7 +768,7 @@ type DialRequest struct {
 
 func (x *DialRequest) Reset() {
 	*x = DialRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[7]
+	mi := &file_pogo_v1_controller_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +780,7 @@ func (x *DialRequest) String() string {
 func (*DialRequest) ProtoMessage() {}
 
 func (x *DialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[7]
+	mi := &file_pogo_v1_controller_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +793,7 @@ func (x *DialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
 func (*DialRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{7}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DialRequest) GetStreamToken() string {
@@ -748,7 +866,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[8]
+	mi := &file_pogo_v1_controller_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +878,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[8]
+	mi := &file_pogo_v1_controller_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +891,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{8}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Lease) GetId() string {
@@ -896,7 +1014,7 @@ type CreateLeaseRequest struct {
 
 func (x *CreateLeaseRequest) Reset() {
 	*x = CreateLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[9]
+	mi := &file_pogo_v1_controller_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1026,7 @@ func (x *CreateLeaseRequest) String() string {
 func (*CreateLeaseRequest) ProtoMessage() {}
 
 func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[9]
+	mi := &file_pogo_v1_controller_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1039,7 @@ func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{9}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateLeaseRequest) GetSelector() string {
@@ -975,7 +1093,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[10]
+	mi := &file_pogo_v1_controller_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1105,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[10]
+	mi := &file_pogo_v1_controller_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1118,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{10}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetLeaseRequest) GetId() string {
@@ -1020,7 +1138,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[11]
+	mi := &file_pogo_v1_controller_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1150,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[11]
+	mi := &file_pogo_v1_controller_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1163,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{11}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListLeasesRequest) GetAll() bool {
@@ -1064,7 +1182,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[12]
+	mi := &file_pogo_v1_controller_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1194,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[12]
+	mi := &file_pogo_v1_controller_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1207,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{12}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1112,7 +1230,7 @@ type UpdateLeaseRequest struct {
 
 func (x *UpdateLeaseRequest) Reset() {
 	*x = UpdateLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[13]
+	mi := &file_pogo_v1_controller_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1242,7 @@ func (x *UpdateLeaseRequest) String() string {
 func (*UpdateLeaseRequest) ProtoMessage() {}
 
 func (x *UpdateLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[13]
+	mi := &file_pogo_v1_controller_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1255,7 @@ func (x *UpdateLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLeaseRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{13}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateLeaseRequest) GetId() string {
@@ -1170,7 +1288,7 @@ type DeleteLeaseRequest struct {
 
 func (x *DeleteLeaseRequest) Reset() {
 	*x = DeleteLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[14]
+	mi := &file_pogo_v1_controller_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1300,7 @@ func (x *DeleteLeaseRequest) String() string {
 func (*DeleteLeaseRequest) ProtoMessage() {}
 
 func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[14]
+	mi := &file_pogo_v1_controller_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1313,7 @@ func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLeaseRequest.ProtoReflect.Descriptor instead.
 func (*DeleteLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{14}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteLeaseRequest) GetId() string {
@@ -1214,7 +1332,7 @@ type ListExportersRequest struct {
 
 func (x *ListExportersRequest) Reset() {
 	*x = ListExportersRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[15]
+	mi := &file_pogo_v1_controller_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1344,7 @@ func (x *ListExportersRequest) String() string {
 func (*ListExportersRequest) ProtoMessage() {}
 
 func (x *ListExportersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[15]
+	mi := &file_pogo_v1_controller_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1357,7 @@ func (x *ListExportersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportersRequest.ProtoReflect.Descriptor instead.
 func (*ListExportersRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{15}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListExportersRequest) GetSelector() string {
@@ -1258,7 +1376,7 @@ type ListExportersResponse struct {
 
 func (x *ListExportersResponse) Reset() {
 	*x = ListExportersResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[16]
+	mi := &file_pogo_v1_controller_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1388,7 @@ func (x *ListExportersResponse) String() string {
 func (*ListExportersResponse) ProtoMessage() {}
 
 func (x *ListExportersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[16]
+	mi := &file_pogo_v1_controller_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1401,7 @@ func (x *ListExportersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportersResponse.ProtoReflect.Descriptor instead.
 func (*ListExportersResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{16}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListExportersResponse) GetExporters() []*ExporterInfo {
@@ -1310,7 +1428,7 @@ type ExporterInfo struct {
 
 func (x *ExporterInfo) Reset() {
 	*x = ExporterInfo{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[17]
+	mi := &file_pogo_v1_controller_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1440,7 @@ func (x *ExporterInfo) String() string {
 func (*ExporterInfo) ProtoMessage() {}
 
 func (x *ExporterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[17]
+	mi := &file_pogo_v1_controller_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1453,7 @@ func (x *ExporterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExporterInfo.ProtoReflect.Descriptor instead.
 func (*ExporterInfo) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{17}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExporterInfo) GetName() string {
@@ -1413,7 +1531,7 @@ type DialLeaseRequest struct {
 
 func (x *DialLeaseRequest) Reset() {
 	*x = DialLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[18]
+	mi := &file_pogo_v1_controller_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1543,7 @@ func (x *DialLeaseRequest) String() string {
 func (*DialLeaseRequest) ProtoMessage() {}
 
 func (x *DialLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[18]
+	mi := &file_pogo_v1_controller_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1556,7 @@ func (x *DialLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialLeaseRequest.ProtoReflect.Descriptor instead.
 func (*DialLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{18}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DialLeaseRequest) GetLeaseId() string {
@@ -1471,7 +1589,7 @@ type DialLeaseResponse struct {
 
 func (x *DialLeaseResponse) Reset() {
 	*x = DialLeaseResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[19]
+	mi := &file_pogo_v1_controller_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1601,7 @@ func (x *DialLeaseResponse) String() string {
 func (*DialLeaseResponse) ProtoMessage() {}
 
 func (x *DialLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[19]
+	mi := &file_pogo_v1_controller_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1614,7 @@ func (x *DialLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialLeaseResponse.ProtoReflect.Descriptor instead.
 func (*DialLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{19}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DialLeaseResponse) GetRouter() string {
@@ -1538,7 +1656,7 @@ type CreateIdentityRequest struct {
 
 func (x *CreateIdentityRequest) Reset() {
 	*x = CreateIdentityRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[20]
+	mi := &file_pogo_v1_controller_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1668,7 @@ func (x *CreateIdentityRequest) String() string {
 func (*CreateIdentityRequest) ProtoMessage() {}
 
 func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[20]
+	mi := &file_pogo_v1_controller_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1681,7 @@ func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*CreateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{20}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateIdentityRequest) GetName() string {
@@ -1591,7 +1709,7 @@ type CreateIdentityResponse struct {
 
 func (x *CreateIdentityResponse) Reset() {
 	*x = CreateIdentityResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[21]
+	mi := &file_pogo_v1_controller_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1721,7 @@ func (x *CreateIdentityResponse) String() string {
 func (*CreateIdentityResponse) ProtoMessage() {}
 
 func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[21]
+	mi := &file_pogo_v1_controller_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1734,7 @@ func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*CreateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{21}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateIdentityResponse) GetName() string {
@@ -1643,7 +1761,7 @@ type SetExporterEnabledRequest struct {
 
 func (x *SetExporterEnabledRequest) Reset() {
 	*x = SetExporterEnabledRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[22]
+	mi := &file_pogo_v1_controller_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1773,7 @@ func (x *SetExporterEnabledRequest) String() string {
 func (*SetExporterEnabledRequest) ProtoMessage() {}
 
 func (x *SetExporterEnabledRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[22]
+	mi := &file_pogo_v1_controller_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1786,7 @@ func (x *SetExporterEnabledRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExporterEnabledRequest.ProtoReflect.Descriptor instead.
 func (*SetExporterEnabledRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{22}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetExporterEnabledRequest) GetName() string {
@@ -1699,7 +1817,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[23]
+	mi := &file_pogo_v1_controller_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1829,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[23]
+	mi := &file_pogo_v1_controller_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1842,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{23}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Policy) GetClient() string {
@@ -1756,7 +1874,7 @@ type GetCARequest struct {
 
 func (x *GetCARequest) Reset() {
 	*x = GetCARequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[24]
+	mi := &file_pogo_v1_controller_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1886,7 @@ func (x *GetCARequest) String() string {
 func (*GetCARequest) ProtoMessage() {}
 
 func (x *GetCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[24]
+	mi := &file_pogo_v1_controller_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1899,7 @@ func (x *GetCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCARequest.ProtoReflect.Descriptor instead.
 func (*GetCARequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{24}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{25}
 }
 
 type GetCAResponse struct {
@@ -1793,7 +1911,7 @@ type GetCAResponse struct {
 
 func (x *GetCAResponse) Reset() {
 	*x = GetCAResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[25]
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1923,7 @@ func (x *GetCAResponse) String() string {
 func (*GetCAResponse) ProtoMessage() {}
 
 func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[25]
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1936,7 @@ func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAResponse.ProtoReflect.Descriptor instead.
 func (*GetCAResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{25}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetCAResponse) GetPem() string {
@@ -1836,7 +1954,7 @@ type ListIdentitiesRequest struct {
 
 func (x *ListIdentitiesRequest) Reset() {
 	*x = ListIdentitiesRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +1966,7 @@ func (x *ListIdentitiesRequest) String() string {
 func (*ListIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +1979,7 @@ func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{26}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{27}
 }
 
 type ListIdentitiesResponse struct {
@@ -1873,7 +1991,7 @@ type ListIdentitiesResponse struct {
 
 func (x *ListIdentitiesResponse) Reset() {
 	*x = ListIdentitiesResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2003,7 @@ func (x *ListIdentitiesResponse) String() string {
 func (*ListIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2016,7 @@ func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{27}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
@@ -1929,7 +2047,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2059,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2072,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{28}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Identity) GetKind() IdentityKind {
@@ -2016,7 +2134,7 @@ type DeleteIdentityRequest struct {
 
 func (x *DeleteIdentityRequest) Reset() {
 	*x = DeleteIdentityRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2146,7 @@ func (x *DeleteIdentityRequest) String() string {
 func (*DeleteIdentityRequest) ProtoMessage() {}
 
 func (x *DeleteIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2159,7 @@ func (x *DeleteIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityRequest.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{29}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteIdentityRequest) GetKind() IdentityKind {
@@ -2068,7 +2186,7 @@ type DeleteIdentityResponse struct {
 
 func (x *DeleteIdentityResponse) Reset() {
 	*x = DeleteIdentityResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	mi := &file_pogo_v1_controller_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2198,7 @@ func (x *DeleteIdentityResponse) String() string {
 func (*DeleteIdentityResponse) ProtoMessage() {}
 
 func (x *DeleteIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	mi := &file_pogo_v1_controller_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2211,7 @@ func (x *DeleteIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityResponse.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{30}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteIdentityResponse) GetEndedLeases() []string {
@@ -2116,11 +2234,23 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
 	"\x10RegisterResponse\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x86\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
 	"\x0fExporterMessage\x122\n" +
 	"\theartbeat\x18\x01 \x01(\v2\x12.pogo.v1.HeartbeatH\x00R\theartbeat\x127\n" +
-	"\tend_lease\x18\x02 \x01(\v2\x18.pogo.v1.EndLeaseRequestH\x00R\bendLeaseB\x06\n" +
-	"\x04kind\"\v\n" +
+	"\tend_lease\x18\x02 \x01(\v2\x18.pogo.v1.EndLeaseRequestH\x00R\bendLease\x12(\n" +
+	"\x04hook\x18\x03 \x01(\v2\x12.pogo.v1.HookEventH\x00R\x04hookB\x06\n" +
+	"\x04kind\"\xb7\x01\n" +
+	"\tHookEvent\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x12\n" +
+	"\x04hook\x18\x02 \x01(\tR\x04hook\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x03 \x03(\tR\n" +
+	"configured\x12\x12\n" +
+	"\x04line\x18\x04 \x01(\tR\x04line\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\a \x01(\tR\tonFailure\"\v\n" +
 	"\tHeartbeat\"D\n" +
 	"\x0fEndLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
@@ -2264,7 +2394,7 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x16IDENTITY_KIND_EXPORTER\x10\x022\x93\x01\n" +
 	"\fExporterLink\x12?\n" +
 	"\bRegister\x12\x18.pogo.v1.RegisterRequest\x1a\x19.pogo.v1.RegisterResponse\x12B\n" +
-	"\x06Listen\x12\x18.pogo.v1.ExporterMessage\x1a\x1a.pogo.v1.ControllerMessage(\x010\x012\x82\x04\n" +
+	"\x06Listen\x12\x18.pogo.v1.ExporterMessage\x1a\x1a.pogo.v1.ControllerMessage(\x010\x012\xc0\x04\n" +
 	"\x06Leases\x12:\n" +
 	"\vCreateLease\x12\x1b.pogo.v1.CreateLeaseRequest\x1a\x0e.pogo.v1.Lease\x124\n" +
 	"\bGetLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease\x12E\n" +
@@ -2273,7 +2403,9 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\vUpdateLease\x12\x1b.pogo.v1.UpdateLeaseRequest\x1a\x0e.pogo.v1.Lease\x12:\n" +
 	"\vDeleteLease\x12\x1b.pogo.v1.DeleteLeaseRequest\x1a\x0e.pogo.v1.Lease\x128\n" +
 	"\n" +
-	"WatchLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease0\x01\x12N\n" +
+	"WatchLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease0\x01\x12<\n" +
+	"\n" +
+	"WatchHooks\x12\x18.pogo.v1.GetLeaseRequest\x1a\x12.pogo.v1.HookEvent0\x01\x12N\n" +
 	"\rListExporters\x12\x1d.pogo.v1.ListExportersRequest\x1a\x1e.pogo.v1.ListExportersResponse\x12=\n" +
 	"\x04Dial\x12\x19.pogo.v1.DialLeaseRequest\x1a\x1a.pogo.v1.DialLeaseResponse2\x89\x04\n" +
 	"\x05Admin\x12O\n" +
@@ -2298,7 +2430,7 @@ func file_pogo_v1_controller_proto_rawDescGZIP() []byte {
 }
 
 var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_pogo_v1_controller_proto_goTypes = []any{
 	(TunnelSecurity)(0),               // 0: pogo.v1.TunnelSecurity
 	(LeaseState)(0),                   // 1: pogo.v1.LeaseState
@@ -2306,116 +2438,120 @@ var file_pogo_v1_controller_proto_goTypes = []any{
 	(*RegisterRequest)(nil),           // 3: pogo.v1.RegisterRequest
 	(*RegisterResponse)(nil),          // 4: pogo.v1.RegisterResponse
 	(*ExporterMessage)(nil),           // 5: pogo.v1.ExporterMessage
-	(*Heartbeat)(nil),                 // 6: pogo.v1.Heartbeat
-	(*EndLeaseRequest)(nil),           // 7: pogo.v1.EndLeaseRequest
-	(*ControllerMessage)(nil),         // 8: pogo.v1.ControllerMessage
-	(*LeaseAssignment)(nil),           // 9: pogo.v1.LeaseAssignment
-	(*DialRequest)(nil),               // 10: pogo.v1.DialRequest
-	(*Lease)(nil),                     // 11: pogo.v1.Lease
-	(*CreateLeaseRequest)(nil),        // 12: pogo.v1.CreateLeaseRequest
-	(*GetLeaseRequest)(nil),           // 13: pogo.v1.GetLeaseRequest
-	(*ListLeasesRequest)(nil),         // 14: pogo.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),        // 15: pogo.v1.ListLeasesResponse
-	(*UpdateLeaseRequest)(nil),        // 16: pogo.v1.UpdateLeaseRequest
-	(*DeleteLeaseRequest)(nil),        // 17: pogo.v1.DeleteLeaseRequest
-	(*ListExportersRequest)(nil),      // 18: pogo.v1.ListExportersRequest
-	(*ListExportersResponse)(nil),     // 19: pogo.v1.ListExportersResponse
-	(*ExporterInfo)(nil),              // 20: pogo.v1.ExporterInfo
-	(*DialLeaseRequest)(nil),          // 21: pogo.v1.DialLeaseRequest
-	(*DialLeaseResponse)(nil),         // 22: pogo.v1.DialLeaseResponse
-	(*CreateIdentityRequest)(nil),     // 23: pogo.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),    // 24: pogo.v1.CreateIdentityResponse
-	(*SetExporterEnabledRequest)(nil), // 25: pogo.v1.SetExporterEnabledRequest
-	(*Policy)(nil),                    // 26: pogo.v1.Policy
-	(*GetCARequest)(nil),              // 27: pogo.v1.GetCARequest
-	(*GetCAResponse)(nil),             // 28: pogo.v1.GetCAResponse
-	(*ListIdentitiesRequest)(nil),     // 29: pogo.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),    // 30: pogo.v1.ListIdentitiesResponse
-	(*Identity)(nil),                  // 31: pogo.v1.Identity
-	(*DeleteIdentityRequest)(nil),     // 32: pogo.v1.DeleteIdentityRequest
-	(*DeleteIdentityResponse)(nil),    // 33: pogo.v1.DeleteIdentityResponse
-	nil,                               // 34: pogo.v1.RegisterRequest.LabelsEntry
-	nil,                               // 35: pogo.v1.Lease.TagsEntry
-	nil,                               // 36: pogo.v1.CreateLeaseRequest.TagsEntry
-	nil,                               // 37: pogo.v1.ExporterInfo.LabelsEntry
-	(*ReportResponse)(nil),            // 38: pogo.v1.ReportResponse
-	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
+	(*HookEvent)(nil),                 // 6: pogo.v1.HookEvent
+	(*Heartbeat)(nil),                 // 7: pogo.v1.Heartbeat
+	(*EndLeaseRequest)(nil),           // 8: pogo.v1.EndLeaseRequest
+	(*ControllerMessage)(nil),         // 9: pogo.v1.ControllerMessage
+	(*LeaseAssignment)(nil),           // 10: pogo.v1.LeaseAssignment
+	(*DialRequest)(nil),               // 11: pogo.v1.DialRequest
+	(*Lease)(nil),                     // 12: pogo.v1.Lease
+	(*CreateLeaseRequest)(nil),        // 13: pogo.v1.CreateLeaseRequest
+	(*GetLeaseRequest)(nil),           // 14: pogo.v1.GetLeaseRequest
+	(*ListLeasesRequest)(nil),         // 15: pogo.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),        // 16: pogo.v1.ListLeasesResponse
+	(*UpdateLeaseRequest)(nil),        // 17: pogo.v1.UpdateLeaseRequest
+	(*DeleteLeaseRequest)(nil),        // 18: pogo.v1.DeleteLeaseRequest
+	(*ListExportersRequest)(nil),      // 19: pogo.v1.ListExportersRequest
+	(*ListExportersResponse)(nil),     // 20: pogo.v1.ListExportersResponse
+	(*ExporterInfo)(nil),              // 21: pogo.v1.ExporterInfo
+	(*DialLeaseRequest)(nil),          // 22: pogo.v1.DialLeaseRequest
+	(*DialLeaseResponse)(nil),         // 23: pogo.v1.DialLeaseResponse
+	(*CreateIdentityRequest)(nil),     // 24: pogo.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),    // 25: pogo.v1.CreateIdentityResponse
+	(*SetExporterEnabledRequest)(nil), // 26: pogo.v1.SetExporterEnabledRequest
+	(*Policy)(nil),                    // 27: pogo.v1.Policy
+	(*GetCARequest)(nil),              // 28: pogo.v1.GetCARequest
+	(*GetCAResponse)(nil),             // 29: pogo.v1.GetCAResponse
+	(*ListIdentitiesRequest)(nil),     // 30: pogo.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),    // 31: pogo.v1.ListIdentitiesResponse
+	(*Identity)(nil),                  // 32: pogo.v1.Identity
+	(*DeleteIdentityRequest)(nil),     // 33: pogo.v1.DeleteIdentityRequest
+	(*DeleteIdentityResponse)(nil),    // 34: pogo.v1.DeleteIdentityResponse
+	nil,                               // 35: pogo.v1.RegisterRequest.LabelsEntry
+	nil,                               // 36: pogo.v1.Lease.TagsEntry
+	nil,                               // 37: pogo.v1.CreateLeaseRequest.TagsEntry
+	nil,                               // 38: pogo.v1.ExporterInfo.LabelsEntry
+	(*ReportResponse)(nil),            // 39: pogo.v1.ReportResponse
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 41: google.protobuf.Duration
 }
 var file_pogo_v1_controller_proto_depIdxs = []int32{
-	34, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
-	38, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
-	6,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	7,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
-	9,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
-	10, // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
-	6,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	39, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
-	0,  // 8: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
-	40, // 9: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
-	39, // 10: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
-	35, // 11: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
-	1,  // 12: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
-	39, // 13: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	39, // 14: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	39, // 15: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
-	40, // 16: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
-	39, // 17: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
-	36, // 18: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
-	11, // 19: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
-	40, // 20: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
-	39, // 21: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
-	20, // 22: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
-	37, // 23: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
-	39, // 24: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
-	38, // 25: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
-	39, // 26: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
-	0,  // 27: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
-	31, // 28: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
-	2,  // 29: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
-	39, // 30: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
-	26, // 31: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
-	39, // 32: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
-	2,  // 33: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
-	3,  // 34: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
-	5,  // 35: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
-	12, // 36: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
-	13, // 37: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
-	14, // 38: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
-	16, // 39: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
-	17, // 40: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
-	13, // 41: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
-	18, // 42: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
-	21, // 43: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
-	23, // 44: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
-	23, // 45: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
-	25, // 46: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
-	26, // 47: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
-	27, // 48: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
-	29, // 49: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
-	32, // 50: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
-	4,  // 51: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
-	8,  // 52: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
-	11, // 53: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
-	11, // 54: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
-	15, // 55: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
-	11, // 56: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
-	11, // 57: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
-	11, // 58: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
-	19, // 59: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
-	22, // 60: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
-	24, // 61: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
-	24, // 62: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
-	20, // 63: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
-	26, // 64: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
-	28, // 65: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
-	30, // 66: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
-	33, // 67: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
-	51, // [51:68] is the sub-list for method output_type
-	34, // [34:51] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	35, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
+	39, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
+	7,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	8,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
+	6,  // 4: pogo.v1.ExporterMessage.hook:type_name -> pogo.v1.HookEvent
+	10, // 5: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
+	11, // 6: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
+	7,  // 7: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	40, // 8: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
+	0,  // 9: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
+	41, // 10: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
+	40, // 11: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
+	36, // 12: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
+	1,  // 13: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
+	40, // 14: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	40, // 15: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	40, // 16: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
+	41, // 17: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
+	40, // 18: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
+	37, // 19: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
+	12, // 20: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
+	41, // 21: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
+	40, // 22: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
+	21, // 23: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
+	38, // 24: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
+	40, // 25: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
+	39, // 26: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
+	40, // 27: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
+	0,  // 28: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
+	32, // 29: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
+	2,  // 30: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
+	40, // 31: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
+	27, // 32: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
+	40, // 33: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
+	2,  // 34: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
+	3,  // 35: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
+	5,  // 36: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
+	13, // 37: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
+	14, // 38: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
+	15, // 39: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
+	17, // 40: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
+	18, // 41: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
+	14, // 42: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
+	14, // 43: pogo.v1.Leases.WatchHooks:input_type -> pogo.v1.GetLeaseRequest
+	19, // 44: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
+	22, // 45: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
+	24, // 46: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
+	24, // 47: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
+	26, // 48: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
+	27, // 49: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
+	28, // 50: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
+	30, // 51: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
+	33, // 52: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
+	4,  // 53: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
+	9,  // 54: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
+	12, // 55: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
+	12, // 56: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
+	16, // 57: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
+	12, // 58: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
+	12, // 59: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
+	12, // 60: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
+	6,  // 61: pogo.v1.Leases.WatchHooks:output_type -> pogo.v1.HookEvent
+	20, // 62: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
+	23, // 63: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
+	25, // 64: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
+	25, // 65: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
+	21, // 66: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
+	27, // 67: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
+	29, // 68: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
+	31, // 69: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
+	34, // 70: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
+	53, // [53:71] is the sub-list for method output_type
+	35, // [35:53] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_controller_proto_init() }
@@ -2427,8 +2563,9 @@ func file_pogo_v1_controller_proto_init() {
 	file_pogo_v1_controller_proto_msgTypes[2].OneofWrappers = []any{
 		(*ExporterMessage_Heartbeat)(nil),
 		(*ExporterMessage_EndLease)(nil),
+		(*ExporterMessage_Hook)(nil),
 	}
-	file_pogo_v1_controller_proto_msgTypes[5].OneofWrappers = []any{
+	file_pogo_v1_controller_proto_msgTypes[6].OneofWrappers = []any{
 		(*ControllerMessage_Lease)(nil),
 		(*ControllerMessage_Dial)(nil),
 		(*ControllerMessage_Heartbeat)(nil),
@@ -2439,7 +2576,7 @@ func file_pogo_v1_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pogo_v1_controller_proto_rawDesc), len(file_pogo_v1_controller_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -41,7 +42,8 @@ func init() {
 	})
 }
 
-// Driver runs the configured commands with sh -c.
+// Driver runs the configured commands with sh -c; during a lease they see
+// JMP_LEASE_ID, JMP_LEASE_CLIENT, LEASE_NAME and CLIENT_NAME.
 type Driver struct {
 	c Config
 }
@@ -118,6 +120,10 @@ func (d *Driver) run(ctx context.Context, what, script string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
+	// The lease the call serves, for scripts that log or check it.
+	if env := drivers.LeaseEnv(ctx); env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
