@@ -34,6 +34,10 @@ const (
 	EnvSession     = "JMP_SESSION"
 	EnvPassphrase  = "JMP_PASSPHRASE"
 	EnvFingerprint = "JMP_FINGERPRINT"
+	// EnvCA and EnvInsecure carry jmp shell's --ca and --insecure (direct
+	// mode) to the commands it runs.
+	EnvCA       = "JMP_CA"
+	EnvInsecure = "JMP_INSECURE"
 )
 
 // Options say how to reach an exporter.
@@ -110,6 +114,8 @@ func FromEnv(ctx context.Context) (*Client, error) {
 		Session:     os.Getenv(EnvSession),
 		Passphrase:  os.Getenv(EnvPassphrase),
 		Fingerprint: os.Getenv(EnvFingerprint),
+		CAFile:      os.Getenv(EnvCA),
+		Insecure:    os.Getenv(EnvInsecure) == "1" || os.Getenv(EnvInsecure) == "true",
 	})
 }
 

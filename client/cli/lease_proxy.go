@@ -259,12 +259,17 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 		fmt.Fprintf(os.Stderr, "jmp shell: lease %s requested (%s, %s)\n", l.GetId(), describeReq(req), req.Duration)
 	}
 	id := l.GetId()
+	// hooks shows the exporter's lease hooks; set once the lease is ready.
+	var hooks *hookWatch
 	if !keepLease && leaseID == "" {
 		defer func() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if _, err := lc.Release(rctx, id); err != nil {
 				fmt.Fprintf(os.Stderr, "jmp shell: release lease %s: %v\n", id, err)
+			}
+			if hooks != nil {
+				hooks.waitAfter(ctx)
 			}
 		}()
 	} else if leaseID == "" {
@@ -300,6 +305,10 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 	defer s.Stop()
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	hooks = watchHooks(ctx, lc, id, os.Stderr, func(r string) { p.end("lease " + id + ": " + r) })
+	if keepLease || leaseID != "" {
+		defer hooks.stop()
+	}
 	go p.hold(hctx)
 	// The command starts once the exporter is held, so its first j works.
 	select {

@@ -176,6 +176,16 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 	if opts.Fingerprint != "" {
 		cmd.Env = append(cmd.Env, client.EnvFingerprint+"="+opts.Fingerprint)
 	}
+	if opts.CAFile != "" {
+		ca, err := filepath.Abs(opts.CAFile)
+		if err != nil {
+			return err
+		}
+		cmd.Env = append(cmd.Env, client.EnvCA+"="+ca)
+	}
+	if opts.Insecure {
+		cmd.Env = append(cmd.Env, client.EnvInsecure+"=1")
+	}
 	// The terminal's ^C belongs to the command; SIGTERM is passed on.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)

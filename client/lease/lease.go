@@ -115,10 +115,20 @@ func (c *Client) Exporters(ctx context.Context, selector string) ([]*pb.Exporter
 	return r.GetExporters(), errdefs.FromGRPC(err)
 }
 
-// Ended is the error for a lease that is over; it wraps errdefs.ErrExpired.
+// Ended is the error for a lease that is over; it matches
+// errdefs.ErrExpired, and its text is the lease's reason, once.
 func Ended(l *pb.Lease) error {
-	return fmt.Errorf("lease %s %s: %s: %w", l.GetId(), stateWord(l.GetState()), l.GetReason(), errdefs.ErrExpired)
+	msg := fmt.Sprintf("lease %s %s", l.GetId(), stateWord(l.GetState()))
+	if r := l.GetReason(); r != "" {
+		msg += ": " + r
+	}
+	return &endedError{msg: msg}
 }
+
+type endedError struct{ msg string }
+
+func (e *endedError) Error() string        { return e.msg }
+func (e *endedError) Is(target error) bool { return target == errdefs.ErrExpired }
 
 func stateWord(s pb.LeaseState) string {
 	switch s {
