@@ -194,6 +194,10 @@ type Session struct {
 // SessionOptions tune Open.
 type SessionOptions struct {
 	KeepPower bool
+	// OnHook, when set, is given the exporter's hook events on the
+	// session (direct and local mode): beforeLease's while Open waits,
+	// afterLease's while Close waits.
+	OnHook func(*pb.HookEvent)
 }
 
 // Open takes the exporter's session. It fails with errdefs.ErrInUse when
@@ -218,6 +222,13 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 		return nil, errdefs.FromGRPC(err)
 	}
 	ev, err := stream.Recv()
+	for err == nil && ev.GetToken() == "" {
+		// beforeLease runs before the exporter hands out the session.
+		if h := ev.GetHook(); h != nil && o.OnHook != nil {
+			o.OnHook(h)
+		}
+		ev, err = stream.Recv()
+	}
 	if err != nil {
 		cancel()
 		return nil, errdefs.FromGRPC(err)
@@ -229,10 +240,14 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 	go func() {
 		defer close(s.done)
 		for {
-			// Notices from the exporter carry nothing the client acts on;
-			// the stream ending is what matters.
-			if _, err := stream.Recv(); err != nil {
+			// Notices from the exporter carry nothing the client acts on
+			// (hook output aside); the stream ending is what matters.
+			ev, err := stream.Recv()
+			if err != nil {
 				return
+			}
+			if h := ev.GetHook(); h != nil && o.OnHook != nil {
+				o.OnHook(h)
 			}
 		}
 	}()

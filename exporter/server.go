@@ -52,10 +52,14 @@ type Options struct {
 	// them since the last reset: a daemon cannot know what happened to the
 	// hardware meanwhile. An in-process shell exporter can.
 	AlwaysReset bool
-	// Hooks says the caller runs the config's lease hooks and honours
-	// exitOnLeaseEnd (an exporter linked to a controller). Without it, New
-	// refuses a config that has them rather than ignore them.
-	Hooks bool
+	// LeaseHooks says the caller runs the config's lease hooks and honours
+	// exitOnLeaseEnd around each lease (an exporter linked to a
+	// controller).
+	LeaseHooks bool
+	// SessionHooks, when set, makes the server run them around each
+	// session instead (direct and local mode). With neither, New refuses a
+	// config that has them rather than ignore them.
+	SessionHooks *SessionHooks
 }
 
 // Server serves one driver tree.
@@ -74,6 +78,10 @@ type Server struct {
 	closed  bool
 	// dirty is set while drivers may be out of their safe state.
 	dirty bool
+	// hooks runs the lease hooks around sessions (SessionHooks); lease is
+	// the session's stand-in lease meanwhile.
+	hooks *sessionHookRunner
+	lease drivers.Lease
 }
 
 type session struct {
@@ -92,7 +100,7 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	}
 	tee := newLogTee(opts.Log.Handler())
 	log := slog.New(tee)
-	if !opts.Hooks {
+	if !opts.LeaseHooks && opts.SessionHooks == nil {
 		if err := refuseLeaseKeys(f); err != nil {
 			return nil, err
 		}
@@ -105,6 +113,9 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 		return nil, err
 	}
 	s := &Server{tree: t, name: f.Metadata.Name, labels: f.Metadata.Labels, opts: opts, log: log, logs: tee, started: time.Now(), dirty: true}
+	if opts.SessionHooks != nil {
+		s.hooks = newSessionHookRunner(f, opts.SessionHooks, log)
+	}
 	if s.name == "" {
 		s.name = "exporter"
 	}
@@ -129,8 +140,8 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	return s, nil
 }
 
-// refuseLeaseKeys fails for a config whose lease keys this mode cannot
-// honour: without a controller there is no lease for hooks to run around.
+// refuseLeaseKeys fails for a config whose lease keys this server cannot
+// honour, rather than ignore them.
 func refuseLeaseKeys(f *config.File) error {
 	var keys []string
 	if f.Hooks.BeforeLease != nil {
@@ -145,7 +156,7 @@ func refuseLeaseKeys(f *config.File) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%s: %s: lease hooks and exitOnLeaseEnd run only when the exporter is linked to a controller (endpoint and token); in direct (--listen) or local mode they would never run: remove them, or link the exporter to a controller",
+	return fmt.Errorf("%s: %s: this exporter cannot run lease hooks or honour exitOnLeaseEnd (an in-process test exporter): remove them, or serve the config with jmp run",
 		f.Path, strings.Join(keys, ", "))
 }
 
@@ -303,6 +314,12 @@ func (s *Server) streamGuard(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 // withLease adds the current lease to a driver call's context.
 func (s *Server) withLease(ctx context.Context) context.Context {
 	if s.opts.Lease == nil {
+		s.mu.Lock()
+		l := s.lease
+		s.mu.Unlock()
+		if l.ID != "" {
+			return drivers.WithLease(ctx, l)
+		}
 		return ctx
 	}
 	if l, ok := s.opts.Lease(); ok {
@@ -351,7 +368,17 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: req.GetKeepPower(), end: make(chan struct{}), ended: make(chan struct{})}
 	s.session = sess
 	s.dirty = true
+	var hs *hookSession
+	if s.hooks != nil {
+		// The session is the lease: its hooks hold the exporter first.
+		hs = s.hooks.begin(s, stream, holder)
+	}
 	s.mu.Unlock()
+	if hs != nil {
+		if err := hs.before(); err != nil {
+			return errdefs.ToGRPC(err)
+		}
+	}
 	s.log.Info("session started", "holder", holder)
 	s.tree.each(func(d drivers.Driver) {
 		if o, ok := d.(drivers.SessionObserver); ok {
@@ -360,6 +387,9 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	})
 
 	defer func() {
+		if hs != nil {
+			hs.after()
+		}
 		if !sess.keep {
 			s.resetAll("session of " + holder + " ended")
 		}
@@ -373,9 +403,12 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		s.mu.Unlock()
 		close(sess.ended)
 		s.log.Info("session ended", "holder", holder)
+		if hs != nil {
+			hs.finish()
+		}
 	}()
 
-	if err := stream.Send(&pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
+	if err := sendEvent(stream, hs, &pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
 		return err
 	}
 	recvDone := make(chan error, 1)
@@ -394,7 +427,7 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		}
 		return nil // the client went away; the session ends either way
 	case <-sess.end:
-		_ = stream.Send(&pb.SessionEvent{Message: "session ended by the exporter"})
+		_ = sendEvent(stream, hs, &pb.SessionEvent{Message: "session ended by the exporter"})
 		return nil
 	}
 }

@@ -44,21 +44,33 @@ func watchHooks(ctx context.Context, lc *lease.Client, id string, w io.Writer, f
 	return h
 }
 
-func (h *hookWatch) event(e *pb.HookEvent) bool {
+// printHook shows a hook event on w: a line of output prefixed with the
+// hook's name, a Warning: line for a failed hook whose onFailure is warn.
+// It returns the failure of a hook that ends the lease (endLease, exit).
+func printHook(w io.Writer, e *pb.HookEvent) (fatal string) {
 	switch {
-	case len(e.GetConfigured()) > 0:
-		h.mu.Lock()
-		h.configured = e.GetConfigured()
-		h.mu.Unlock()
+	case e.GetHook() == "":
 	case !e.GetDone():
-		fmt.Fprintf(h.w, "[%s] %s\n", e.GetHook(), e.GetLine())
+		fmt.Fprintf(w, "[%s] %s\n", e.GetHook(), e.GetLine())
 	case e.GetError() != "":
 		msg := fmt.Sprintf("%s hook failed: %s", e.GetHook(), e.GetError())
 		if e.GetOnFailure() == "warn" {
-			fmt.Fprintf(h.w, "Warning: %s\n", msg)
-		} else {
-			h.fatal(fmt.Sprintf("%s (onFailure: %s)", msg, e.GetOnFailure()))
+			fmt.Fprintf(w, "Warning: %s\n", msg)
+			return ""
 		}
+		return fmt.Sprintf("%s (onFailure: %s)", msg, e.GetOnFailure())
+	}
+	return ""
+}
+
+func (h *hookWatch) event(e *pb.HookEvent) bool {
+	if len(e.GetConfigured()) > 0 {
+		h.mu.Lock()
+		h.configured = e.GetConfigured()
+		h.mu.Unlock()
+	}
+	if fatal := printHook(h.w, e); fatal != "" {
+		h.fatal(fatal)
 	}
 	if e.GetDone() && e.GetHook() == "afterLease" {
 		h.afterOnce.Do(func() { close(h.afterDone) })

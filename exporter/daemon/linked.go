@@ -44,8 +44,8 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	// lease while its afterLease hook runs).
 	var serving atomic.Pointer[drivers.Lease]
 	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: stateDir}, exporter.Options{
-		Log:   log,
-		Hooks: true,
+		Log:        log,
+		LeaseHooks: true,
 		Holder: func() (string, bool) {
 			if link == nil {
 				return "", false
@@ -116,9 +116,11 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 				l := drivers.Lease{ID: old.Lease, Client: old.Client}
 				serving.Store(&l)
 				srv.EndSession("lease " + old.Lease + " ended")
+				// afterLease sees the board as the lease left it; then
+				// the board goes to its safe state whatever the hook did.
+				lh.after(ctx, l)
 				resetBoard(drivers.WithLease(ctx, l), log, srv, old.Lease)
 				m.leased.Set(0)
-				lh.after(ctx, l)
 				serving.Store(nil)
 				if f.ExitOnLeaseEnd {
 					log.Info("exitOnLeaseEnd: the lease is over; exporter exits", "lease", old.Lease)

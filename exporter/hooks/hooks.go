@@ -38,10 +38,12 @@ const (
 	Exit     = "exit"
 )
 
-// Reach is how a hook's j reaches the exporter: JMP_HOST and the session
-// token the hook holds.
+// Reach is how a hook's j reaches the exporter: JMP_HOST, the session
+// token the hook holds, and any more of j's environment (a direct-mode
+// exporter's passphrase and fingerprint).
 type Reach struct {
 	Host, Session string
+	Env           []string
 }
 
 // Runner runs the hooks of one exporter.
@@ -124,6 +126,7 @@ func (r *Runner) run(ctx context.Context, which string, hook *config.Hook, l dri
 		client.EnvSession+"="+reach.Session,
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
 	)
+	cmd.Env = append(cmd.Env, reach.Env...)
 	start := time.Now()
 	err = cmd.Run()
 	lw.Close()

@@ -401,106 +401,6 @@ func (*ExporterMessage_EndLease) isExporterMessage_Kind() {}
 
 func (*ExporterMessage_Hook) isExporterMessage_Kind() {}
 
-// HookEvent is one step of an exporter's lease hooks: the hooks it will
-// run for a lease (first), a line of a hook's output, or a hook's end.
-type HookEvent struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
-	// hook is "beforeLease" or "afterLease"; empty on the first event.
-	Hook string `protobuf:"bytes,2,opt,name=hook,proto3" json:"hook,omitempty"`
-	// configured lists the hooks the exporter runs for this lease (first
-	// event only), so a client knows whether to wait for afterLease.
-	Configured []string `protobuf:"bytes,3,rep,name=configured,proto3" json:"configured,omitempty"`
-	// line is a line the hook wrote (stdout or stderr).
-	Line string `protobuf:"bytes,4,opt,name=line,proto3" json:"line,omitempty"`
-	// done marks the hook's end; error is set when it failed, with the
-	// hook's on_failure policy (warn, endLease or exit).
-	Done          bool   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	OnFailure     string `protobuf:"bytes,7,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HookEvent) Reset() {
-	*x = HookEvent{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HookEvent) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HookEvent) ProtoMessage() {}
-
-func (x *HookEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HookEvent.ProtoReflect.Descriptor instead.
-func (*HookEvent) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *HookEvent) GetLeaseId() string {
-	if x != nil {
-		return x.LeaseId
-	}
-	return ""
-}
-
-func (x *HookEvent) GetHook() string {
-	if x != nil {
-		return x.Hook
-	}
-	return ""
-}
-
-func (x *HookEvent) GetConfigured() []string {
-	if x != nil {
-		return x.Configured
-	}
-	return nil
-}
-
-func (x *HookEvent) GetLine() string {
-	if x != nil {
-		return x.Line
-	}
-	return ""
-}
-
-func (x *HookEvent) GetDone() bool {
-	if x != nil {
-		return x.Done
-	}
-	return false
-}
-
-func (x *HookEvent) GetError() string {
-	if x != nil {
-		return x.Error
-	}
-	return ""
-}
-
-func (x *HookEvent) GetOnFailure() string {
-	if x != nil {
-		return x.OnFailure
-	}
-	return ""
-}
-
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -509,7 +409,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[4]
+	mi := &file_pogo_v1_controller_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +421,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[4]
+	mi := &file_pogo_v1_controller_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +434,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{4}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{3}
 }
 
 type EndLeaseRequest struct {
@@ -547,7 +447,7 @@ type EndLeaseRequest struct {
 
 func (x *EndLeaseRequest) Reset() {
 	*x = EndLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[5]
+	mi := &file_pogo_v1_controller_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +459,7 @@ func (x *EndLeaseRequest) String() string {
 func (*EndLeaseRequest) ProtoMessage() {}
 
 func (x *EndLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[5]
+	mi := &file_pogo_v1_controller_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +472,7 @@ func (x *EndLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndLeaseRequest.ProtoReflect.Descriptor instead.
 func (*EndLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{5}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EndLeaseRequest) GetLeaseId() string {
@@ -603,7 +503,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[6]
+	mi := &file_pogo_v1_controller_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +515,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[6]
+	mi := &file_pogo_v1_controller_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +528,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{6}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ControllerMessage) GetKind() isControllerMessage_Kind {
@@ -700,7 +600,7 @@ type LeaseAssignment struct {
 
 func (x *LeaseAssignment) Reset() {
 	*x = LeaseAssignment{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[7]
+	mi := &file_pogo_v1_controller_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +612,7 @@ func (x *LeaseAssignment) String() string {
 func (*LeaseAssignment) ProtoMessage() {}
 
 func (x *LeaseAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[7]
+	mi := &file_pogo_v1_controller_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +625,7 @@ func (x *LeaseAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseAssignment.ProtoReflect.Descriptor instead.
 func (*LeaseAssignment) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{7}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeaseAssignment) GetLeaseId() string {
@@ -768,7 +668,7 @@ type DialRequest struct {
 
 func (x *DialRequest) Reset() {
 	*x = DialRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[8]
+	mi := &file_pogo_v1_controller_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +680,7 @@ func (x *DialRequest) String() string {
 func (*DialRequest) ProtoMessage() {}
 
 func (x *DialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[8]
+	mi := &file_pogo_v1_controller_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +693,7 @@ func (x *DialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
 func (*DialRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{8}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DialRequest) GetStreamToken() string {
@@ -866,7 +766,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[9]
+	mi := &file_pogo_v1_controller_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +778,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[9]
+	mi := &file_pogo_v1_controller_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +791,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{9}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Lease) GetId() string {
@@ -1014,7 +914,7 @@ type CreateLeaseRequest struct {
 
 func (x *CreateLeaseRequest) Reset() {
 	*x = CreateLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[10]
+	mi := &file_pogo_v1_controller_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +926,7 @@ func (x *CreateLeaseRequest) String() string {
 func (*CreateLeaseRequest) ProtoMessage() {}
 
 func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[10]
+	mi := &file_pogo_v1_controller_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +939,7 @@ func (x *CreateLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateLeaseRequest.ProtoReflect.Descriptor instead.
 func (*CreateLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{10}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateLeaseRequest) GetSelector() string {
@@ -1093,7 +993,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[11]
+	mi := &file_pogo_v1_controller_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1005,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[11]
+	mi := &file_pogo_v1_controller_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1018,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{11}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetLeaseRequest) GetId() string {
@@ -1138,7 +1038,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[12]
+	mi := &file_pogo_v1_controller_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1050,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[12]
+	mi := &file_pogo_v1_controller_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1063,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{12}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListLeasesRequest) GetAll() bool {
@@ -1182,7 +1082,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[13]
+	mi := &file_pogo_v1_controller_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1094,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[13]
+	mi := &file_pogo_v1_controller_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1107,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{13}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1230,7 +1130,7 @@ type UpdateLeaseRequest struct {
 
 func (x *UpdateLeaseRequest) Reset() {
 	*x = UpdateLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[14]
+	mi := &file_pogo_v1_controller_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1142,7 @@ func (x *UpdateLeaseRequest) String() string {
 func (*UpdateLeaseRequest) ProtoMessage() {}
 
 func (x *UpdateLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[14]
+	mi := &file_pogo_v1_controller_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1155,7 @@ func (x *UpdateLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLeaseRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{14}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateLeaseRequest) GetId() string {
@@ -1288,7 +1188,7 @@ type DeleteLeaseRequest struct {
 
 func (x *DeleteLeaseRequest) Reset() {
 	*x = DeleteLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[15]
+	mi := &file_pogo_v1_controller_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1200,7 @@ func (x *DeleteLeaseRequest) String() string {
 func (*DeleteLeaseRequest) ProtoMessage() {}
 
 func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[15]
+	mi := &file_pogo_v1_controller_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1213,7 @@ func (x *DeleteLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteLeaseRequest.ProtoReflect.Descriptor instead.
 func (*DeleteLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{15}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteLeaseRequest) GetId() string {
@@ -1332,7 +1232,7 @@ type ListExportersRequest struct {
 
 func (x *ListExportersRequest) Reset() {
 	*x = ListExportersRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[16]
+	mi := &file_pogo_v1_controller_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1244,7 @@ func (x *ListExportersRequest) String() string {
 func (*ListExportersRequest) ProtoMessage() {}
 
 func (x *ListExportersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[16]
+	mi := &file_pogo_v1_controller_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1257,7 @@ func (x *ListExportersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportersRequest.ProtoReflect.Descriptor instead.
 func (*ListExportersRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{16}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListExportersRequest) GetSelector() string {
@@ -1376,7 +1276,7 @@ type ListExportersResponse struct {
 
 func (x *ListExportersResponse) Reset() {
 	*x = ListExportersResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[17]
+	mi := &file_pogo_v1_controller_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1288,7 @@ func (x *ListExportersResponse) String() string {
 func (*ListExportersResponse) ProtoMessage() {}
 
 func (x *ListExportersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[17]
+	mi := &file_pogo_v1_controller_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1301,7 @@ func (x *ListExportersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListExportersResponse.ProtoReflect.Descriptor instead.
 func (*ListExportersResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{17}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListExportersResponse) GetExporters() []*ExporterInfo {
@@ -1428,7 +1328,7 @@ type ExporterInfo struct {
 
 func (x *ExporterInfo) Reset() {
 	*x = ExporterInfo{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[18]
+	mi := &file_pogo_v1_controller_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1340,7 @@ func (x *ExporterInfo) String() string {
 func (*ExporterInfo) ProtoMessage() {}
 
 func (x *ExporterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[18]
+	mi := &file_pogo_v1_controller_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1353,7 @@ func (x *ExporterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExporterInfo.ProtoReflect.Descriptor instead.
 func (*ExporterInfo) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{18}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExporterInfo) GetName() string {
@@ -1531,7 +1431,7 @@ type DialLeaseRequest struct {
 
 func (x *DialLeaseRequest) Reset() {
 	*x = DialLeaseRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[19]
+	mi := &file_pogo_v1_controller_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1443,7 @@ func (x *DialLeaseRequest) String() string {
 func (*DialLeaseRequest) ProtoMessage() {}
 
 func (x *DialLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[19]
+	mi := &file_pogo_v1_controller_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1456,7 @@ func (x *DialLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialLeaseRequest.ProtoReflect.Descriptor instead.
 func (*DialLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{19}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DialLeaseRequest) GetLeaseId() string {
@@ -1589,7 +1489,7 @@ type DialLeaseResponse struct {
 
 func (x *DialLeaseResponse) Reset() {
 	*x = DialLeaseResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[20]
+	mi := &file_pogo_v1_controller_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1501,7 @@ func (x *DialLeaseResponse) String() string {
 func (*DialLeaseResponse) ProtoMessage() {}
 
 func (x *DialLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[20]
+	mi := &file_pogo_v1_controller_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1514,7 @@ func (x *DialLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialLeaseResponse.ProtoReflect.Descriptor instead.
 func (*DialLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{20}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DialLeaseResponse) GetRouter() string {
@@ -1656,7 +1556,7 @@ type CreateIdentityRequest struct {
 
 func (x *CreateIdentityRequest) Reset() {
 	*x = CreateIdentityRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[21]
+	mi := &file_pogo_v1_controller_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1568,7 @@ func (x *CreateIdentityRequest) String() string {
 func (*CreateIdentityRequest) ProtoMessage() {}
 
 func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[21]
+	mi := &file_pogo_v1_controller_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1581,7 @@ func (x *CreateIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityRequest.ProtoReflect.Descriptor instead.
 func (*CreateIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{21}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateIdentityRequest) GetName() string {
@@ -1709,7 +1609,7 @@ type CreateIdentityResponse struct {
 
 func (x *CreateIdentityResponse) Reset() {
 	*x = CreateIdentityResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[22]
+	mi := &file_pogo_v1_controller_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1621,7 @@ func (x *CreateIdentityResponse) String() string {
 func (*CreateIdentityResponse) ProtoMessage() {}
 
 func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[22]
+	mi := &file_pogo_v1_controller_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1634,7 @@ func (x *CreateIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateIdentityResponse.ProtoReflect.Descriptor instead.
 func (*CreateIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{22}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateIdentityResponse) GetName() string {
@@ -1761,7 +1661,7 @@ type SetExporterEnabledRequest struct {
 
 func (x *SetExporterEnabledRequest) Reset() {
 	*x = SetExporterEnabledRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[23]
+	mi := &file_pogo_v1_controller_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1673,7 @@ func (x *SetExporterEnabledRequest) String() string {
 func (*SetExporterEnabledRequest) ProtoMessage() {}
 
 func (x *SetExporterEnabledRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[23]
+	mi := &file_pogo_v1_controller_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1686,7 @@ func (x *SetExporterEnabledRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetExporterEnabledRequest.ProtoReflect.Descriptor instead.
 func (*SetExporterEnabledRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{23}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetExporterEnabledRequest) GetName() string {
@@ -1817,7 +1717,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[24]
+	mi := &file_pogo_v1_controller_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1729,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[24]
+	mi := &file_pogo_v1_controller_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1742,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{24}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Policy) GetClient() string {
@@ -1874,7 +1774,7 @@ type GetCARequest struct {
 
 func (x *GetCARequest) Reset() {
 	*x = GetCARequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[25]
+	mi := &file_pogo_v1_controller_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +1786,7 @@ func (x *GetCARequest) String() string {
 func (*GetCARequest) ProtoMessage() {}
 
 func (x *GetCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[25]
+	mi := &file_pogo_v1_controller_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +1799,7 @@ func (x *GetCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCARequest.ProtoReflect.Descriptor instead.
 func (*GetCARequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{25}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{24}
 }
 
 type GetCAResponse struct {
@@ -1911,7 +1811,7 @@ type GetCAResponse struct {
 
 func (x *GetCAResponse) Reset() {
 	*x = GetCAResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	mi := &file_pogo_v1_controller_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +1823,7 @@ func (x *GetCAResponse) String() string {
 func (*GetCAResponse) ProtoMessage() {}
 
 func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[26]
+	mi := &file_pogo_v1_controller_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +1836,7 @@ func (x *GetCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAResponse.ProtoReflect.Descriptor instead.
 func (*GetCAResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{26}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCAResponse) GetPem() string {
@@ -1954,7 +1854,7 @@ type ListIdentitiesRequest struct {
 
 func (x *ListIdentitiesRequest) Reset() {
 	*x = ListIdentitiesRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +1866,7 @@ func (x *ListIdentitiesRequest) String() string {
 func (*ListIdentitiesRequest) ProtoMessage() {}
 
 func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[27]
+	mi := &file_pogo_v1_controller_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +1879,7 @@ func (x *ListIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{27}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{26}
 }
 
 type ListIdentitiesResponse struct {
@@ -1991,7 +1891,7 @@ type ListIdentitiesResponse struct {
 
 func (x *ListIdentitiesResponse) Reset() {
 	*x = ListIdentitiesResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +1903,7 @@ func (x *ListIdentitiesResponse) String() string {
 func (*ListIdentitiesResponse) ProtoMessage() {}
 
 func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[28]
+	mi := &file_pogo_v1_controller_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +1916,7 @@ func (x *ListIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*ListIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{28}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListIdentitiesResponse) GetIdentities() []*Identity {
@@ -2047,7 +1947,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +1959,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[29]
+	mi := &file_pogo_v1_controller_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +1972,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{29}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Identity) GetKind() IdentityKind {
@@ -2134,7 +2034,7 @@ type DeleteIdentityRequest struct {
 
 func (x *DeleteIdentityRequest) Reset() {
 	*x = DeleteIdentityRequest{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2046,7 @@ func (x *DeleteIdentityRequest) String() string {
 func (*DeleteIdentityRequest) ProtoMessage() {}
 
 func (x *DeleteIdentityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[30]
+	mi := &file_pogo_v1_controller_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2059,7 @@ func (x *DeleteIdentityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityRequest.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{30}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteIdentityRequest) GetKind() IdentityKind {
@@ -2186,7 +2086,7 @@ type DeleteIdentityResponse struct {
 
 func (x *DeleteIdentityResponse) Reset() {
 	*x = DeleteIdentityResponse{}
-	mi := &file_pogo_v1_controller_proto_msgTypes[31]
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2098,7 @@ func (x *DeleteIdentityResponse) String() string {
 func (*DeleteIdentityResponse) ProtoMessage() {}
 
 func (x *DeleteIdentityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_controller_proto_msgTypes[31]
+	mi := &file_pogo_v1_controller_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2111,7 @@ func (x *DeleteIdentityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteIdentityResponse.ProtoReflect.Descriptor instead.
 func (*DeleteIdentityResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{31}
+	return file_pogo_v1_controller_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteIdentityResponse) GetEndedLeases() []string {
@@ -2239,18 +2139,7 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\theartbeat\x18\x01 \x01(\v2\x12.pogo.v1.HeartbeatH\x00R\theartbeat\x127\n" +
 	"\tend_lease\x18\x02 \x01(\v2\x18.pogo.v1.EndLeaseRequestH\x00R\bendLease\x12(\n" +
 	"\x04hook\x18\x03 \x01(\v2\x12.pogo.v1.HookEventH\x00R\x04hookB\x06\n" +
-	"\x04kind\"\xb7\x01\n" +
-	"\tHookEvent\x12\x19\n" +
-	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x12\n" +
-	"\x04hook\x18\x02 \x01(\tR\x04hook\x12\x1e\n" +
-	"\n" +
-	"configured\x18\x03 \x03(\tR\n" +
-	"configured\x12\x12\n" +
-	"\x04line\x18\x04 \x01(\tR\x04line\x12\x12\n" +
-	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1d\n" +
-	"\n" +
-	"on_failure\x18\a \x01(\tR\tonFailure\"\v\n" +
+	"\x04kind\"\v\n" +
 	"\tHeartbeat\"D\n" +
 	"\x0fEndLeaseRequest\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x16\n" +
@@ -2430,7 +2319,7 @@ func file_pogo_v1_controller_proto_rawDescGZIP() []byte {
 }
 
 var file_pogo_v1_controller_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_pogo_v1_controller_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_pogo_v1_controller_proto_goTypes = []any{
 	(TunnelSecurity)(0),               // 0: pogo.v1.TunnelSecurity
 	(LeaseState)(0),                   // 1: pogo.v1.LeaseState
@@ -2438,115 +2327,115 @@ var file_pogo_v1_controller_proto_goTypes = []any{
 	(*RegisterRequest)(nil),           // 3: pogo.v1.RegisterRequest
 	(*RegisterResponse)(nil),          // 4: pogo.v1.RegisterResponse
 	(*ExporterMessage)(nil),           // 5: pogo.v1.ExporterMessage
-	(*HookEvent)(nil),                 // 6: pogo.v1.HookEvent
-	(*Heartbeat)(nil),                 // 7: pogo.v1.Heartbeat
-	(*EndLeaseRequest)(nil),           // 8: pogo.v1.EndLeaseRequest
-	(*ControllerMessage)(nil),         // 9: pogo.v1.ControllerMessage
-	(*LeaseAssignment)(nil),           // 10: pogo.v1.LeaseAssignment
-	(*DialRequest)(nil),               // 11: pogo.v1.DialRequest
-	(*Lease)(nil),                     // 12: pogo.v1.Lease
-	(*CreateLeaseRequest)(nil),        // 13: pogo.v1.CreateLeaseRequest
-	(*GetLeaseRequest)(nil),           // 14: pogo.v1.GetLeaseRequest
-	(*ListLeasesRequest)(nil),         // 15: pogo.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),        // 16: pogo.v1.ListLeasesResponse
-	(*UpdateLeaseRequest)(nil),        // 17: pogo.v1.UpdateLeaseRequest
-	(*DeleteLeaseRequest)(nil),        // 18: pogo.v1.DeleteLeaseRequest
-	(*ListExportersRequest)(nil),      // 19: pogo.v1.ListExportersRequest
-	(*ListExportersResponse)(nil),     // 20: pogo.v1.ListExportersResponse
-	(*ExporterInfo)(nil),              // 21: pogo.v1.ExporterInfo
-	(*DialLeaseRequest)(nil),          // 22: pogo.v1.DialLeaseRequest
-	(*DialLeaseResponse)(nil),         // 23: pogo.v1.DialLeaseResponse
-	(*CreateIdentityRequest)(nil),     // 24: pogo.v1.CreateIdentityRequest
-	(*CreateIdentityResponse)(nil),    // 25: pogo.v1.CreateIdentityResponse
-	(*SetExporterEnabledRequest)(nil), // 26: pogo.v1.SetExporterEnabledRequest
-	(*Policy)(nil),                    // 27: pogo.v1.Policy
-	(*GetCARequest)(nil),              // 28: pogo.v1.GetCARequest
-	(*GetCAResponse)(nil),             // 29: pogo.v1.GetCAResponse
-	(*ListIdentitiesRequest)(nil),     // 30: pogo.v1.ListIdentitiesRequest
-	(*ListIdentitiesResponse)(nil),    // 31: pogo.v1.ListIdentitiesResponse
-	(*Identity)(nil),                  // 32: pogo.v1.Identity
-	(*DeleteIdentityRequest)(nil),     // 33: pogo.v1.DeleteIdentityRequest
-	(*DeleteIdentityResponse)(nil),    // 34: pogo.v1.DeleteIdentityResponse
-	nil,                               // 35: pogo.v1.RegisterRequest.LabelsEntry
-	nil,                               // 36: pogo.v1.Lease.TagsEntry
-	nil,                               // 37: pogo.v1.CreateLeaseRequest.TagsEntry
-	nil,                               // 38: pogo.v1.ExporterInfo.LabelsEntry
-	(*ReportResponse)(nil),            // 39: pogo.v1.ReportResponse
+	(*Heartbeat)(nil),                 // 6: pogo.v1.Heartbeat
+	(*EndLeaseRequest)(nil),           // 7: pogo.v1.EndLeaseRequest
+	(*ControllerMessage)(nil),         // 8: pogo.v1.ControllerMessage
+	(*LeaseAssignment)(nil),           // 9: pogo.v1.LeaseAssignment
+	(*DialRequest)(nil),               // 10: pogo.v1.DialRequest
+	(*Lease)(nil),                     // 11: pogo.v1.Lease
+	(*CreateLeaseRequest)(nil),        // 12: pogo.v1.CreateLeaseRequest
+	(*GetLeaseRequest)(nil),           // 13: pogo.v1.GetLeaseRequest
+	(*ListLeasesRequest)(nil),         // 14: pogo.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),        // 15: pogo.v1.ListLeasesResponse
+	(*UpdateLeaseRequest)(nil),        // 16: pogo.v1.UpdateLeaseRequest
+	(*DeleteLeaseRequest)(nil),        // 17: pogo.v1.DeleteLeaseRequest
+	(*ListExportersRequest)(nil),      // 18: pogo.v1.ListExportersRequest
+	(*ListExportersResponse)(nil),     // 19: pogo.v1.ListExportersResponse
+	(*ExporterInfo)(nil),              // 20: pogo.v1.ExporterInfo
+	(*DialLeaseRequest)(nil),          // 21: pogo.v1.DialLeaseRequest
+	(*DialLeaseResponse)(nil),         // 22: pogo.v1.DialLeaseResponse
+	(*CreateIdentityRequest)(nil),     // 23: pogo.v1.CreateIdentityRequest
+	(*CreateIdentityResponse)(nil),    // 24: pogo.v1.CreateIdentityResponse
+	(*SetExporterEnabledRequest)(nil), // 25: pogo.v1.SetExporterEnabledRequest
+	(*Policy)(nil),                    // 26: pogo.v1.Policy
+	(*GetCARequest)(nil),              // 27: pogo.v1.GetCARequest
+	(*GetCAResponse)(nil),             // 28: pogo.v1.GetCAResponse
+	(*ListIdentitiesRequest)(nil),     // 29: pogo.v1.ListIdentitiesRequest
+	(*ListIdentitiesResponse)(nil),    // 30: pogo.v1.ListIdentitiesResponse
+	(*Identity)(nil),                  // 31: pogo.v1.Identity
+	(*DeleteIdentityRequest)(nil),     // 32: pogo.v1.DeleteIdentityRequest
+	(*DeleteIdentityResponse)(nil),    // 33: pogo.v1.DeleteIdentityResponse
+	nil,                               // 34: pogo.v1.RegisterRequest.LabelsEntry
+	nil,                               // 35: pogo.v1.Lease.TagsEntry
+	nil,                               // 36: pogo.v1.CreateLeaseRequest.TagsEntry
+	nil,                               // 37: pogo.v1.ExporterInfo.LabelsEntry
+	(*ReportResponse)(nil),            // 38: pogo.v1.ReportResponse
+	(*HookEvent)(nil),                 // 39: pogo.v1.HookEvent
 	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
 	(*durationpb.Duration)(nil),       // 41: google.protobuf.Duration
 }
 var file_pogo_v1_controller_proto_depIdxs = []int32{
-	35, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
-	39, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
-	7,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	8,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
-	6,  // 4: pogo.v1.ExporterMessage.hook:type_name -> pogo.v1.HookEvent
-	10, // 5: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
-	11, // 6: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
-	7,  // 7: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	34, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
+	38, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
+	6,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	7,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
+	39, // 4: pogo.v1.ExporterMessage.hook:type_name -> pogo.v1.HookEvent
+	9,  // 5: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
+	10, // 6: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
+	6,  // 7: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
 	40, // 8: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
 	0,  // 9: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
 	41, // 10: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
 	40, // 11: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
-	36, // 12: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
+	35, // 12: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
 	1,  // 13: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
 	40, // 14: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
 	40, // 15: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
 	40, // 16: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
 	41, // 17: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
 	40, // 18: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
-	37, // 19: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
-	12, // 20: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
+	36, // 19: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
+	11, // 20: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
 	41, // 21: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
 	40, // 22: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
-	21, // 23: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
-	38, // 24: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
+	20, // 23: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
+	37, // 24: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
 	40, // 25: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
-	39, // 26: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
+	38, // 26: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
 	40, // 27: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
 	0,  // 28: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
-	32, // 29: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
+	31, // 29: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
 	2,  // 30: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
 	40, // 31: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
-	27, // 32: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
+	26, // 32: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
 	40, // 33: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
 	2,  // 34: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
 	3,  // 35: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
 	5,  // 36: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
-	13, // 37: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
-	14, // 38: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
-	15, // 39: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
-	17, // 40: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
-	18, // 41: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
-	14, // 42: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
-	14, // 43: pogo.v1.Leases.WatchHooks:input_type -> pogo.v1.GetLeaseRequest
-	19, // 44: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
-	22, // 45: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
-	24, // 46: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
-	24, // 47: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
-	26, // 48: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
-	27, // 49: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
-	28, // 50: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
-	30, // 51: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
-	33, // 52: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
+	12, // 37: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
+	13, // 38: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
+	14, // 39: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
+	16, // 40: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
+	17, // 41: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
+	13, // 42: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
+	13, // 43: pogo.v1.Leases.WatchHooks:input_type -> pogo.v1.GetLeaseRequest
+	18, // 44: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
+	21, // 45: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
+	23, // 46: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
+	23, // 47: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
+	25, // 48: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
+	26, // 49: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
+	27, // 50: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
+	29, // 51: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
+	32, // 52: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
 	4,  // 53: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
-	9,  // 54: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
-	12, // 55: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
-	12, // 56: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
-	16, // 57: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
-	12, // 58: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
-	12, // 59: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
-	12, // 60: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
-	6,  // 61: pogo.v1.Leases.WatchHooks:output_type -> pogo.v1.HookEvent
-	20, // 62: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
-	23, // 63: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
-	25, // 64: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
-	25, // 65: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
-	21, // 66: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
-	27, // 67: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
-	29, // 68: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
-	31, // 69: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
-	34, // 70: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
+	8,  // 54: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
+	11, // 55: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
+	11, // 56: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
+	15, // 57: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
+	11, // 58: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
+	11, // 59: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
+	11, // 60: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
+	39, // 61: pogo.v1.Leases.WatchHooks:output_type -> pogo.v1.HookEvent
+	19, // 62: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
+	22, // 63: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
+	24, // 64: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
+	24, // 65: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
+	20, // 66: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
+	26, // 67: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
+	28, // 68: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
+	30, // 69: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
+	33, // 70: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
 	53, // [53:71] is the sub-list for method output_type
 	35, // [35:53] is the sub-list for method input_type
 	35, // [35:35] is the sub-list for extension type_name
@@ -2565,7 +2454,7 @@ func file_pogo_v1_controller_proto_init() {
 		(*ExporterMessage_EndLease)(nil),
 		(*ExporterMessage_Hook)(nil),
 	}
-	file_pogo_v1_controller_proto_msgTypes[6].OneofWrappers = []any{
+	file_pogo_v1_controller_proto_msgTypes[5].OneofWrappers = []any{
 		(*ControllerMessage_Lease)(nil),
 		(*ControllerMessage_Dial)(nil),
 		(*ControllerMessage_Heartbeat)(nil),
@@ -2576,7 +2465,7 @@ func file_pogo_v1_controller_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pogo_v1_controller_proto_rawDesc), len(file_pogo_v1_controller_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
