@@ -222,7 +222,8 @@ func (s *Server) endSession(sess *session, reason string) {
 }
 
 func (s *Server) resetAll(why string) {
-	ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
+	// A reset at a lease's (or session's) end still acts for that lease.
+	ctx, cancel := context.WithTimeout(s.withLease(context.Background()), resetTimeout)
 	defer cancel()
 	if err := s.tree.Reset(ctx); err != nil {
 		s.log.Error("reset to safe state failed", "why", why, "err", err)
