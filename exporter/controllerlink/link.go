@@ -64,6 +64,8 @@ type Link struct {
 	tunnels map[*tunnel]string
 	// out holds messages for the controller, sent in order.
 	out chan outMsg
+	// draining: the link is ending for good (Drain); no reconnect.
+	draining bool
 
 	updates chan Assignment
 	online  chan bool
@@ -132,6 +134,9 @@ func (l *Link) SetHook(name string) {
 type outMsg struct {
 	m    *pb.ExporterMessage
 	sent chan struct{}
+	// last ends the stream: sent is closed once the controller has
+	// handled everything before it and hung up.
+	last bool
 }
 
 func (l *Link) enqueue(m outMsg) {
@@ -153,12 +158,15 @@ func (l *Link) Hook(e *pb.HookEvent) {
 	l.enqueue(outMsg{m: &pb.ExporterMessage{Kind: &pb.ExporterMessage_Hook{Hook: e}}})
 }
 
-// Flush waits until everything queued so far reached the controller, or
-// ctx ends.
-func (l *Link) Flush(ctx context.Context) error {
+// Drain ends the link for good once everything queued so far reached the
+// controller and was handled (an exporter about to exit), or ctx ends.
+func (l *Link) Drain(ctx context.Context) error {
+	l.mu.Lock()
+	l.draining = true
+	l.mu.Unlock()
 	done := make(chan struct{})
 	select {
-	case l.out <- outMsg{sent: done}:
+	case l.out <- outMsg{sent: done, last: true}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -180,6 +188,12 @@ func (l *Link) Run(ctx context.Context) error {
 		err := l.session(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		l.mu.Lock()
+		draining := l.draining
+		l.mu.Unlock()
+		if draining {
+			return nil
 		}
 		if errors.Is(err, errdefs.ErrUnauthorized) {
 			l.log.Error("controller refused the exporter token; retrying in 30s", "err", err)
@@ -227,8 +241,17 @@ func (l *Link) session(ctx context.Context) error {
 					return
 				}
 			}
+			if o.last {
+				// The controller reads every message before our end of
+				// the stream, then ends it: then all were handled.
+				_ = stream.CloseSend()
+				<-ctx.Done()
+			}
 			if o.sent != nil {
 				close(o.sent)
+			}
+			if o.last {
+				return
 			}
 		}
 	}()

@@ -96,10 +96,12 @@ func (h *leaseHooks) exit(ctx context.Context, l drivers.Lease, err error) {
 	h.stop(fmt.Errorf("exporter exits: %w", err))
 }
 
+// flush ends the link once the controller has handled everything sent
+// (the lease's end, the hook's last words), as the exporter exits.
 func (h *leaseHooks) flush(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := h.link.Flush(fctx); err != nil {
+	if err := h.link.Drain(fctx); err != nil {
 		h.log.Warn("could not tell the controller before exiting", "err", err)
 	}
 }
