@@ -36,6 +36,9 @@ func (h *leaseHooks) before(ctx context.Context, l drivers.Lease) bool {
 			configured = append(configured, w)
 		}
 	}
+	if len(configured) == 0 {
+		return true
+	}
 	h.link.Hook(&pb.HookEvent{LeaseId: l.ID, Configured: configured})
 	if !h.runner.Has(hooks.Before) {
 		return true
@@ -64,6 +67,9 @@ func (h *leaseHooks) before(ctx context.Context, l drivers.Lease) bool {
 // after runs afterLease for the ended lease l, unless its beforeLease
 // hook ended it; the holder's jmp shell learns either way.
 func (h *leaseHooks) after(ctx context.Context, l drivers.Lease) {
+	if !h.runner.Has(hooks.Before) && !h.runner.Has(hooks.After) {
+		return
+	}
 	if h.endedByHook == l.ID {
 		h.endedByHook = ""
 		if h.runner.Has(hooks.After) {
