@@ -162,6 +162,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("kind: ExporterConfig\nexport:\n  a:\n    ref: a\n"))
 	f.Add([]byte("export:\n  a:\n    children:\n      b: {ref: a}\n"))
 	f.Add([]byte("export: {p: {type: serial, config: {url: 3}}}"))
+	f.Add([]byte("exitOnLeaseEnd: true\nhooks:\n  beforeLease:\n    exec: /bin/bash\n    script: /tmp/x.py\n    timeout: 5\nexport: {}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		f, err := config.Parse("fuzz.yaml", data)
 		if err == nil && f == nil {

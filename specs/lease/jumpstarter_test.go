@@ -176,7 +176,7 @@ print("PYTHON_HOOK: complete")
 			Expect(strings.Index(out, "BEFORE_HOOK:")).To(BeNumerically("<", strings.Index(out, "AFTER_HOOK:")))
 			// Infrastructure stays in the exporter's log (H1).
 			Expect(out).NotTo(ContainSubstring("hook ran"))
-			Expect(e.powerState()).To(Equal("off"), "afterLease's j power off")
+			Eventually(e.powerState, 10*time.Second, 20*time.Millisecond).Should(Equal("off"), "afterLease's j power off, then the reset")
 			// command-power acted for the lease: its commands saw it.
 			log, _ := os.ReadFile(e.power + ".log")
 			Expect(string(log)).To(Equal("on " + id[1] + " alice\n"))
