@@ -3,8 +3,6 @@ package exporter_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,36 +15,19 @@ import (
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
+	"github.com/pogolab/pogo/exporter/exportertest"
 )
 
-// hookExporter serves yaml on a unix socket with session hooks, as jmp
-// run does without a controller.
-func hookExporter(t *testing.T, yaml string) (target string, exits chan error) {
+// hookExporter serves yaml (with $DIR, a directory of the test's) on a
+// unix socket with session hooks, as jmp run does without a controller.
+func hookExporter(t *testing.T, yaml string) (target, dir string, exits chan error) {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "exporter.yaml")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(yaml, "$DIR", dir)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "exporter.sock")
-	l, err := exporter.ListenUnix(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir = t.TempDir()
 	exits = make(chan error, 4)
-	hooks := &exporter.SessionHooks{Host: "unix://" + sock, Dir: filepath.Join(dir, "hooks"), Exit: func(err error) { exits <- err }}
-	s, err := exporter.New(context.Background(), f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SessionHooks: hooks})
-	if err != nil {
-		l.Close()
-		t.Fatal(err)
-	}
-	go s.Serve(l)
-	t.Cleanup(func() { _ = s.Stop() })
-	return "unix://" + sock, exits
+	e := exportertest.ServeWith(t, strings.ReplaceAll(yaml, "$DIR", dir), func(o *exporter.Options, target string) {
+		o.SessionHooks = &exporter.SessionHooks{Host: target, Dir: filepath.Join(dir, "hooks"), Exit: func(err error) { exits <- err }}
+	})
+	return e.Target, dir, exits
 }
 
 type hookLines struct {
@@ -98,7 +79,7 @@ hooks:
 // before Close returns, and command power sees the lease too.
 func TestSessionHooks(t *testing.T) {
 	ctx := context.Background()
-	target, _ := hookExporter(t, sessionHookYAML)
+	target, dir, _ := hookExporter(t, sessionHookYAML)
 	c, err := client.Dial(ctx, target, client.Options{Name: "alice"})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +107,7 @@ func TestSessionHooks(t *testing.T) {
 		t.Errorf("hook events:\n%s\nwant\n%s", got.String(), want)
 	}
 	// The reset after afterLease ran with the lease in its context.
-	b, _ := os.ReadFile(filepath.Join(filepath.Dir(strings.TrimPrefix(target, "unix://")), "power"))
+	b, _ := os.ReadFile(filepath.Join(dir, "power"))
 	if want := "on " + lease + " alice\noff " + lease + "\n"; string(b) != want {
 		t.Errorf("power commands saw\n%q, want\n%q", b, want)
 	}
@@ -139,7 +120,7 @@ func TestSessionHookFailureModes(t *testing.T) {
 		exit bool
 	}{{"endLease", false}, {"exit", true}, {"warn", false}} {
 		t.Run(tc.mode, func(t *testing.T) {
-			target, exits := hookExporter(t, `kind: ExporterConfig
+			target, _, exits := hookExporter(t, `kind: ExporterConfig
 export:
   power:
     type: command-power
@@ -204,7 +185,7 @@ hooks:
 
 func TestExitOnLeaseEndAfterOneSession(t *testing.T) {
 	ctx := context.Background()
-	target, exits := hookExporter(t, "kind: ExporterConfig\nexitOnLeaseEnd: true\nexport:\n  power:\n    type: command-power\n    config: {on: \"true\", off: \"true\"}\n")
+	target, _, exits := hookExporter(t, "kind: ExporterConfig\nexitOnLeaseEnd: true\nexport:\n  power:\n    type: command-power\n    config: {on: \"true\", off: \"true\"}\n")
 	c, err := client.Dial(ctx, target, client.Options{})
 	if err != nil {
 		t.Fatal(err)

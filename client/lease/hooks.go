@@ -51,13 +51,8 @@ func (c *Client) WatchHooks(ctx context.Context, id string, f func(*pb.HookEvent
 		if !errors.Is(err, errdefs.ErrUnavailable) {
 			return fmt.Errorf("watch hooks of lease %s: %w", id, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := pause(ctx, &backoff); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, 3*time.Second)
 	}
 }

@@ -168,15 +168,23 @@ func (c *Client) Watch(ctx context.Context, id string, f func(*pb.Lease) bool) e
 		if !errors.Is(err, io.EOF) && !errors.Is(err, errdefs.ErrUnavailable) {
 			return fmt.Errorf("watch lease %s: %w", id, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := pause(ctx, &backoff); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, 3*time.Second)
 	}
+}
+
+// pause waits *backoff before a watch reconnects, doubling it (to 3 s).
+func pause(ctx context.Context, backoff *time.Duration) error {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	*backoff = min(*backoff*2, 3*time.Second)
+	return nil
 }
 
 func final(l *pb.Lease) bool {
