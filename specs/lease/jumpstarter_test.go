@@ -182,6 +182,16 @@ print("PYTHON_HOOK: complete")
 			Expect(string(log)).To(Equal("on " + id[1] + " alice\n"))
 		})
 
+		DescribeTable("a hook's output reaches jmp shell (A1, A2)", func(fixture, marker string) {
+			_, b := exporter(fixture)
+			out, err := alice.leaseShell(b)
+			Expect(err).NotTo(HaveOccurred(), out)
+			Expect(out).To(ContainSubstring(marker))
+		},
+			Entry("beforeLease only", "exporter-hooks-before-only.yaml", "[beforeLease] BEFORE_HOOK_MARKER: executed"),
+			Entry("afterLease only", "exporter-hooks-after-only.yaml", "[afterLease] AFTER_HOOK_MARKER: executed"),
+		)
+
 		It("streams hook output as the hook runs", func() {
 			_, b := exporter("exporter-hooks-timeout.yaml")
 			sh := alice.shell("-l", "board="+b, "--", "j", "power", "on")
@@ -216,7 +226,17 @@ print("PYTHON_HOOK: complete")
 	})
 
 	Context("failures that end the lease", func() {
-		It("endLease ends the wait at once with the hook's error, skips afterLease, and frees the exporter (B2-B4)", func() {
+		It("endLease without an afterLease ends the wait at once (B2)", func() {
+			_, b := exporter("exporter-hooks-before-fail-endLease.yaml")
+			start := time.Now()
+			out, err := alice.leaseShell(b)
+			Expect(err).To(HaveOccurred(), out)
+			Expect(time.Since(start)).To(BeNumerically("<", 20*time.Second), out)
+			Expect(out).To(ContainSubstring("beforeLease hook failed: exit status 1: HOOK_FAIL_ENDLEASE: will fail and end lease"))
+			alice.online(b)
+		})
+
+		It("endLease ends the wait at once with the hook's error, skips afterLease, and frees the exporter (B3, B4)", func() {
 			e, b := exporter("exporter-hooks-before-fail-endLease-with-after.yaml")
 			for range 2 {
 				start := time.Now()
