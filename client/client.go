@@ -34,6 +34,10 @@ const (
 	EnvSession     = "JMP_SESSION"
 	EnvPassphrase  = "JMP_PASSPHRASE"
 	EnvFingerprint = "JMP_FINGERPRINT"
+	// EnvCA and EnvInsecure carry jmp shell's --ca and --insecure (direct
+	// mode) to the commands it runs.
+	EnvCA       = "JMP_CA"
+	EnvInsecure = "JMP_INSECURE"
 )
 
 // Options say how to reach an exporter.
@@ -110,6 +114,8 @@ func FromEnv(ctx context.Context) (*Client, error) {
 		Session:     os.Getenv(EnvSession),
 		Passphrase:  os.Getenv(EnvPassphrase),
 		Fingerprint: os.Getenv(EnvFingerprint),
+		CAFile:      os.Getenv(EnvCA),
+		Insecure:    os.Getenv(EnvInsecure) == "1" || os.Getenv(EnvInsecure) == "true",
 	})
 }
 
@@ -188,6 +194,10 @@ type Session struct {
 // SessionOptions tune Open.
 type SessionOptions struct {
 	KeepPower bool
+	// OnHook, when set, is given the exporter's hook events on the
+	// session (direct and local mode): beforeLease's while Open waits,
+	// afterLease's while Close waits.
+	OnHook func(*pb.HookEvent)
 }
 
 // Open takes the exporter's session. It fails with errdefs.ErrInUse when
@@ -212,6 +222,13 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 		return nil, errdefs.FromGRPC(err)
 	}
 	ev, err := stream.Recv()
+	for err == nil && ev.GetToken() == "" {
+		// beforeLease runs before the exporter hands out the session.
+		if h := ev.GetHook(); h != nil && o.OnHook != nil {
+			o.OnHook(h)
+		}
+		ev, err = stream.Recv()
+	}
 	if err != nil {
 		cancel()
 		return nil, errdefs.FromGRPC(err)
@@ -223,10 +240,14 @@ func (c *Client) Open(ctx context.Context, o SessionOptions) (*Session, error) {
 	go func() {
 		defer close(s.done)
 		for {
-			// Notices from the exporter carry nothing the client acts on;
-			// the stream ending is what matters.
-			if _, err := stream.Recv(); err != nil {
+			// Notices from the exporter carry nothing the client acts on
+			// (hook output aside); the stream ending is what matters.
+			ev, err := stream.Recv()
+			if err != nil {
 				return
+			}
+			if h := ev.GetHook(); h != nil && o.OnHook != nil {
+				o.OnHook(h)
 			}
 		}
 	}()

@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pogolab/pogo/api/errdefs"
@@ -44,10 +45,21 @@ type Options struct {
 	// Holder, when set, restricts sessions to this client name (the lease
 	// holder, set by the controller).
 	Holder func() (string, bool)
+	// Lease, when set, is the lease driver calls serve: it rides in their
+	// context (drivers.LeaseFrom) to exporter-side commands.
+	Lease func() (drivers.Lease, bool)
 	// AlwaysReset makes Stop reset the drivers even when no session touched
 	// them since the last reset: a daemon cannot know what happened to the
 	// hardware meanwhile. An in-process shell exporter can.
 	AlwaysReset bool
+	// LeaseHooks says the caller runs the config's lease hooks and honours
+	// exitOnLeaseEnd around each lease (an exporter linked to a
+	// controller).
+	LeaseHooks bool
+	// SessionHooks, when set, makes the server run them around each
+	// session instead (direct and local mode). With neither, New refuses a
+	// config that has them rather than ignore them.
+	SessionHooks *SessionHooks
 }
 
 // Server serves one driver tree.
@@ -66,6 +78,10 @@ type Server struct {
 	closed  bool
 	// dirty is set while drivers may be out of their safe state.
 	dirty bool
+	// hooks runs the lease hooks around sessions (SessionHooks); lease is
+	// the session's stand-in lease meanwhile.
+	hooks *sessionHookRunner
+	lease drivers.Lease
 }
 
 type session struct {
@@ -84,6 +100,11 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	}
 	tee := newLogTee(opts.Log.Handler())
 	log := slog.New(tee)
+	if !opts.LeaseHooks && opts.SessionHooks == nil {
+		if err := refuseLeaseKeys(f); err != nil {
+			return nil, err
+		}
+	}
 	if host == nil {
 		host = &drivers.Host{}
 	}
@@ -92,6 +113,9 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 		return nil, err
 	}
 	s := &Server{tree: t, name: f.Metadata.Name, labels: f.Metadata.Labels, opts: opts, log: log, logs: tee, started: time.Now(), dirty: true}
+	if opts.SessionHooks != nil {
+		s.hooks = newSessionHookRunner(f, opts.SessionHooks, log)
+	}
 	if s.name == "" {
 		s.name = "exporter"
 	}
@@ -114,6 +138,26 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 		svc.Register(s.grpc, s)
 	}
 	return s, nil
+}
+
+// refuseLeaseKeys fails for a config whose lease keys this server cannot
+// honour, rather than ignore them.
+func refuseLeaseKeys(f *config.File) error {
+	var keys []string
+	if f.Hooks.BeforeLease != nil {
+		keys = append(keys, "hooks.beforeLease")
+	}
+	if f.Hooks.AfterLease != nil {
+		keys = append(keys, "hooks.afterLease")
+	}
+	if f.ExitOnLeaseEnd {
+		keys = append(keys, "exitOnLeaseEnd")
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: this exporter cannot run lease hooks or honour exitOnLeaseEnd (an in-process test exporter): remove them, or serve the config with jmp run",
+		f.Path, strings.Join(keys, ", "))
 }
 
 // Tree returns the server's driver tree.
@@ -178,7 +222,8 @@ func (s *Server) endSession(sess *session, reason string) {
 }
 
 func (s *Server) resetAll(why string) {
-	ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
+	// A reset at a lease's (or session's) end still acts for that lease.
+	ctx, cancel := context.WithTimeout(s.withLease(context.Background()), resetTimeout)
 	defer cancel()
 	if err := s.tree.Reset(ctx); err != nil {
 		s.log.Error("reset to safe state failed", "why", why, "err", err)
@@ -209,6 +254,16 @@ func (s *Server) checkPassphrase(ctx context.Context) error {
 	}
 	got := rpcmeta.Incoming(ctx, rpcmeta.PassphraseKey)
 	if subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Passphrase)) != 1 {
+		// Log who and what, never the value presented.
+		why := "wrong passphrase"
+		if got == "" {
+			why = "no passphrase"
+		}
+		from := "unknown"
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			from = p.Addr.String()
+		}
+		s.log.Warn("rejected a call: "+why, "peer", from)
 		return fmt.Errorf("wrong or missing passphrase: %w", errdefs.ErrUnauthorized)
 	}
 	return nil
@@ -244,15 +299,42 @@ func (s *Server) unaryGuard(ctx context.Context, req any, info *grpc.UnaryServer
 	if err := s.guard(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
-	return h(ctx, req)
+	return h(s.withLease(ctx), req)
 }
 
 func (s *Server) streamGuard(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.guard(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
+	if ctx := s.withLease(ss.Context()); ctx != ss.Context() {
+		ss = leaseStream{ServerStream: ss, ctx: ctx}
+	}
 	return h(srv, ss)
 }
+
+// withLease adds the current lease to a driver call's context.
+func (s *Server) withLease(ctx context.Context) context.Context {
+	if s.opts.Lease == nil {
+		s.mu.Lock()
+		l := s.lease
+		s.mu.Unlock()
+		if l.ID != "" {
+			return drivers.WithLease(ctx, l)
+		}
+		return ctx
+	}
+	if l, ok := s.opts.Lease(); ok {
+		return drivers.WithLease(ctx, l)
+	}
+	return ctx
+}
+
+type leaseStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (l leaseStream) Context() context.Context { return l.ctx }
 
 type exporterService struct {
 	pb.UnimplementedExporterServer
@@ -287,7 +369,17 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: req.GetKeepPower(), end: make(chan struct{}), ended: make(chan struct{})}
 	s.session = sess
 	s.dirty = true
+	var hs *hookSession
+	if s.hooks != nil {
+		// The session is the lease: its hooks hold the exporter first.
+		hs = s.hooks.begin(s, stream, holder)
+	}
 	s.mu.Unlock()
+	if hs != nil {
+		if err := hs.before(); err != nil {
+			return errdefs.ToGRPC(err)
+		}
+	}
 	s.log.Info("session started", "holder", holder)
 	s.tree.each(func(d drivers.Driver) {
 		if o, ok := d.(drivers.SessionObserver); ok {
@@ -296,6 +388,9 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	})
 
 	defer func() {
+		if hs != nil {
+			hs.after()
+		}
 		if !sess.keep {
 			s.resetAll("session of " + holder + " ended")
 		}
@@ -309,9 +404,12 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		s.mu.Unlock()
 		close(sess.ended)
 		s.log.Info("session ended", "holder", holder)
+		if hs != nil {
+			hs.finish()
+		}
 	}()
 
-	if err := stream.Send(&pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
+	if err := sendEvent(stream, hs, &pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
 		return err
 	}
 	recvDone := make(chan error, 1)
@@ -330,7 +428,7 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		}
 		return nil // the client went away; the session ends either way
 	case <-sess.end:
-		_ = stream.Send(&pb.SessionEvent{Message: "session ended by the exporter"})
+		_ = sendEvent(stream, hs, &pb.SessionEvent{Message: "session ended by the exporter"})
 		return nil
 	}
 }

@@ -289,6 +289,8 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 		fmt.Fprintf(os.Stderr, "jmp shell: lease %s requested (%s, %s)\n", l.GetId(), describeReq(req), req.Duration)
 	}
 	id := l.GetId()
+	// hooks shows the exporter's lease hooks; set once the lease is ready.
+	var hooks *hookWatch
 	if !keepLease && leaseID == "" {
 		defer func() {
 			if p != nil && p.over() {
@@ -300,6 +302,9 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 			defer cancel()
 			if _, err := lc.Release(rctx, id); err != nil {
 				fmt.Fprintf(os.Stderr, "jmp shell: release lease %s: %v\n", id, err)
+			}
+			if hooks != nil {
+				hooks.waitAfter(ctx)
 			}
 		}()
 	} else if leaseID == "" {
@@ -336,6 +341,10 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 	defer s.Stop()
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	hooks = watchHooks(ctx, lc, id, os.Stderr, func(r string) { p.end("lease " + id + ": " + r) })
+	if keepLease || leaseID != "" {
+		defer hooks.stop()
+	}
 	go p.hold(hctx)
 	// The command starts once the exporter is held, so its first j works.
 	select {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/drivers"
@@ -111,7 +112,9 @@ func shellLocal(ctx context.Context, cfgPath string, keep bool, args []string) e
 	if err != nil {
 		return err
 	}
-	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default()})
+	// The shell's session is the lease the config's hooks run around.
+	hooks := &exporter.SessionHooks{Host: "unix://" + sock, Dir: filepath.Join(dir, "hooks")}
+	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default(), SessionHooks: hooks})
 	if err != nil {
 		l.Close()
 		return err
@@ -138,7 +141,8 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 		return err
 	}
 	defer c.Close()
-	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: keep})
+	// Hooks of an exporter without a controller come on the session.
+	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: keep, OnHook: func(e *pb.HookEvent) { printHook(os.Stderr, e) }})
 	if err != nil {
 		return err
 	}
@@ -176,6 +180,16 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 	}
 	if opts.Fingerprint != "" {
 		cmd.Env = append(cmd.Env, client.EnvFingerprint+"="+opts.Fingerprint)
+	}
+	if opts.CAFile != "" {
+		ca, err := filepath.Abs(opts.CAFile)
+		if err != nil {
+			return err
+		}
+		cmd.Env = append(cmd.Env, client.EnvCA+"="+ca)
+	}
+	if opts.Insecure {
+		cmd.Env = append(cmd.Env, client.EnvInsecure+"=1")
 	}
 	// The terminal's ^C belongs to the command; SIGTERM is passed on.
 	sigs := make(chan os.Signal, 1)

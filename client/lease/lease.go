@@ -115,11 +115,16 @@ func (c *Client) Exporters(ctx context.Context, selector string) ([]*pb.Exporter
 	return r.GetExporters(), errdefs.FromGRPC(err)
 }
 
-// Ended is the error for a lease that is over: it says why, in the
-// controller's words ("client cl29 deleted", "expired at …"), and matches
-// errdefs.ErrExpired without saying "expired" when that is not the reason.
+// Ended is the error for a lease that is over: it says why, once, in the
+// controller's words ("client cl29 deleted", "ended by exporter X: …"), and
+// matches errdefs.ErrExpired without saying "expired" when that is not the
+// reason.
 func Ended(l *pb.Lease) error {
-	return &endedError{msg: fmt.Sprintf("lease %s %s: %s", l.GetId(), stateWord(l.GetState()), l.GetReason())}
+	msg := fmt.Sprintf("lease %s %s", l.GetId(), stateWord(l.GetState()))
+	if r := l.GetReason(); r != "" {
+		msg += ": " + r
+	}
+	return &endedError{msg: msg}
 }
 
 type endedError struct{ msg string }
@@ -165,15 +170,23 @@ func (c *Client) Watch(ctx context.Context, id string, f func(*pb.Lease) bool) e
 		if !errors.Is(err, io.EOF) && !errors.Is(err, errdefs.ErrUnavailable) {
 			return fmt.Errorf("watch lease %s: %w", id, err)
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := pause(ctx, &backoff); err != nil {
+			return err
 		}
-		backoff = min(backoff*2, 3*time.Second)
 	}
+}
+
+// pause waits *backoff before a watch reconnects, doubling it (to 3 s).
+func pause(ctx context.Context, backoff *time.Duration) error {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	*backoff = min(*backoff*2, 3*time.Second)
+	return nil
 }
 
 func final(l *pb.Lease) bool {

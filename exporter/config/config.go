@@ -29,6 +29,9 @@ type File struct {
 	Token      string
 	TLS        TLS
 	Hooks      Hooks
+	// ExitOnLeaseEnd makes the exporter exit once it has served one lease
+	// (its afterLease hook included), for a supervisor to restart it clean.
+	ExitOnLeaseEnd bool
 	// Export is the driver tree in file order.
 	Export []*Node
 }
@@ -52,9 +55,13 @@ type Hooks struct {
 	AfterLease  *Hook
 }
 
-// Hook is a script run on the exporter host.
+// Hook is a script run on the exporter host. Script is either the
+// script's text or, when it names an existing file, that file.
 type Hook struct {
-	Script    string
+	Script string
+	// Exec is the interpreter ("/bin/bash"); empty means /bin/sh, or
+	// python3 for a file ending in .py.
+	Exec      string
 	Timeout   time.Duration
 	OnFailure string // warn, endLease or exit
 }
@@ -162,7 +169,7 @@ func (p *parser) parse(data []byte) (*File, error) {
 	root := doc.Content[0]
 	f := &File{Path: p.file}
 	var export *yaml.Node
-	err := p.mapping(root, "", []string{"apiVersion", "kind", "metadata", "endpoint", "token", "tls", "hooks", "export", "grpcOptions", "description"}, func(k, v *yaml.Node) error {
+	err := p.mapping(root, "", []string{"apiVersion", "kind", "metadata", "endpoint", "token", "tls", "hooks", "exitOnLeaseEnd", "export", "grpcOptions", "description"}, func(k, v *yaml.Node) error {
 		switch k.Value {
 		case "apiVersion":
 			return p.str(v, "apiVersion", &f.APIVersion)
@@ -191,6 +198,10 @@ func (p *parser) parse(data []byte) (*File, error) {
 			})
 		case "hooks":
 			return p.hooks(v, &f.Hooks)
+		case "exitOnLeaseEnd":
+			if v.Kind != yaml.ScalarNode || v.Decode(&f.ExitOnLeaseEnd) != nil {
+				return p.errf(v, "exitOnLeaseEnd", "want true or false, got %q", v.Value)
+			}
 		case "export":
 			export = v
 		}
@@ -237,10 +248,17 @@ func (p *parser) hooks(n *yaml.Node, h *Hooks) error {
 	return p.mapping(n, "hooks", []string{"beforeLease", "afterLease"}, func(k, v *yaml.Node) error {
 		field := "hooks." + k.Value
 		hook := &Hook{Timeout: 120 * time.Second, OnFailure: "warn"}
-		err := p.mapping(v, field, []string{"script", "timeout", "onFailure"}, func(k, v *yaml.Node) error {
+		err := p.mapping(v, field, []string{"script", "exec", "timeout", "onFailure"}, func(k, v *yaml.Node) error {
 			switch k.Value {
 			case "script":
 				return p.str(v, field+".script", &hook.Script)
+			case "exec":
+				if err := p.str(v, field+".exec", &hook.Exec); err != nil {
+					return err
+				}
+				if strings.TrimSpace(hook.Exec) == "" {
+					return p.errf(v, field+".exec", "names no interpreter")
+				}
 			case "timeout":
 				var secs int
 				if v.Decode(&secs) == nil {

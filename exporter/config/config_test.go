@@ -99,6 +99,9 @@ func TestParseErrors(t *testing.T) {
 		{"hook without script", head + "hooks:\n  afterLease:\n    timeout: 3\nexport: {}\n", "hooks.afterLease.script: required key is missing"},
 		{"bad labels", head + "metadata:\n  labels: [a]\nexport: {}\n", "exporter.yaml:4: metadata.labels: must be a mapping"},
 		{"tls insecure not bool", head + "tls:\n  insecure: maybe\nexport: {}\n", "exporter.yaml:4: tls.insecure: want true or false"},
+		{"exitOnLeaseEnd not bool", head + "exitOnLeaseEnd: sometimes\nexport: {}\n", "exporter.yaml:3: exitOnLeaseEnd: want true or false"},
+		{"empty exec", head + "hooks:\n  beforeLease:\n    exec: \"\"\n    script: x\nexport: {}\n", "exporter.yaml:5: hooks.beforeLease.exec: names no interpreter"},
+		{"unknown hook key", head + "hooks:\n  beforeLease:\n    script: x\n    shell: bash\nexport: {}\n", "exporter.yaml:6: hooks.beforeLease.shell: unknown key (known: script, exec, timeout, onFailure)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := config.Parse("exporter.yaml", []byte(tc.yaml))
@@ -116,6 +119,37 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestJumpstarterKeys: exec and exitOnLeaseEnd load as Jumpstarter's
+// e2e fragments write them.
+func TestJumpstarterKeys(t *testing.T) {
+	f, err := config.Parse("exporter.yaml", []byte(`exitOnLeaseEnd: true
+hooks:
+  beforeLease:
+    exec: /bin/bash
+    script: |
+      [[ -n "$LEASE_NAME" ]] && echo "BASH_HOOK: lease=$LEASE_NAME"
+    timeout: 60
+    onFailure: endLease
+export:
+  power:
+    type: command-power
+    config: {on: "true", off: "true"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.ExitOnLeaseEnd {
+		t.Error("exitOnLeaseEnd not read")
+	}
+	h := f.Hooks.BeforeLease
+	if h == nil || h.Exec != "/bin/bash" || h.OnFailure != "endLease" || h.Timeout.Seconds() != 60 || !strings.HasPrefix(h.Script, "[[ -n") {
+		t.Errorf("hook not read: %+v", h)
+	}
+	if f, err := config.Parse("exporter.yaml", []byte(good)); err != nil || f.ExitOnLeaseEnd {
+		t.Errorf("exitOnLeaseEnd defaults to false: %v %v", f, err)
+	}
+}
+
 func TestAliasesResolve(t *testing.T) {
 	k, ok := drivers.Lookup("jumpstarter_driver_pyserial.driver.PySerial")
 	if !ok || k.Name != "serial" {
@@ -128,6 +162,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("kind: ExporterConfig\nexport:\n  a:\n    ref: a\n"))
 	f.Add([]byte("export:\n  a:\n    children:\n      b: {ref: a}\n"))
 	f.Add([]byte("export: {p: {type: serial, config: {url: 3}}}"))
+	f.Add([]byte("exitOnLeaseEnd: true\nhooks:\n  beforeLease:\n    exec: /bin/bash\n    script: /tmp/x.py\n    timeout: 5\nexport: {}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		f, err := config.Parse("fuzz.yaml", data)
 		if err == nil && f == nil {

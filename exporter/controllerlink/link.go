@@ -33,8 +33,9 @@ type Options struct {
 	Log    *slog.Logger
 	// OnLease is called, one call at a time and in order, whenever the
 	// assigned lease changes. The link admits tunnels of the new lease
-	// only after it returns (so beforeLease hooks finish first).
-	OnLease func(ctx context.Context, old, cur Assignment)
+	// only after it returns true (so beforeLease hooks finish first); false
+	// admits none (a failed hook is ending the lease).
+	OnLease func(ctx context.Context, old, cur Assignment) bool
 }
 
 // Assignment is the lease the exporter serves; zero means free.
@@ -61,7 +62,10 @@ type Link struct {
 	ready   string     // lease whose OnLease has run
 	hook    string     // holder name while a hook runs
 	tunnels map[*tunnel]string
-	sendEnd chan *pb.EndLeaseRequest
+	// out holds messages for the controller, sent in order.
+	out chan outMsg
+	// draining: the link is ending for good (Drain); no reconnect.
+	draining bool
 
 	updates chan Assignment
 	online  chan bool
@@ -92,7 +96,7 @@ func New(o Options) (*Link, error) {
 	return &Link{
 		o: o, conn: conn, end: router.End{TLS: tc, Bearer: o.Token, ID: id, Exporter: true}, log: o.Log.With("controller", o.Endpoint),
 		accept: make(chan net.Conn), closed: make(chan struct{}),
-		tunnels: map[*tunnel]string{}, sendEnd: make(chan *pb.EndLeaseRequest, 4),
+		tunnels: map[*tunnel]string{}, out: make(chan outMsg, 256),
 		updates: make(chan Assignment, 64), online: make(chan bool, 1),
 	}, nil
 }
@@ -125,11 +129,52 @@ func (l *Link) SetHook(name string) {
 	l.mu.Unlock()
 }
 
+// outMsg is a message for the controller; sent, when set, is closed once
+// it (or, with no message, everything before it) is sent.
+type outMsg struct {
+	m    *pb.ExporterMessage
+	sent chan struct{}
+	// last ends the stream: sent is closed once the controller has
+	// handled everything before it and hung up.
+	last bool
+}
+
+func (l *Link) enqueue(m outMsg) {
+	select {
+	case l.out <- m:
+	default:
+		l.log.Warn("controller send queue full; dropping a message")
+	}
+}
+
 // EndLease asks the controller to end lease id.
 func (l *Link) EndLease(id, reason string) {
+	l.enqueue(outMsg{m: &pb.ExporterMessage{Kind: &pb.ExporterMessage_EndLease{EndLease: &pb.EndLeaseRequest{LeaseId: id, Reason: reason}}}})
+}
+
+// Hook reports a hook event to the controller, which passes it on to the
+// lease holder.
+func (l *Link) Hook(e *pb.HookEvent) {
+	l.enqueue(outMsg{m: &pb.ExporterMessage{Kind: &pb.ExporterMessage_Hook{Hook: e}}})
+}
+
+// Drain ends the link for good once everything queued so far reached the
+// controller and was handled (an exporter about to exit), or ctx ends.
+func (l *Link) Drain(ctx context.Context) error {
+	l.mu.Lock()
+	l.draining = true
+	l.mu.Unlock()
+	done := make(chan struct{})
 	select {
-	case l.sendEnd <- &pb.EndLeaseRequest{LeaseId: id, Reason: reason}:
-	default:
+	case l.out <- outMsg{sent: done, last: true}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -143,6 +188,12 @@ func (l *Link) Run(ctx context.Context) error {
 		err := l.session(ctx)
 		if ctx.Err() != nil {
 			break
+		}
+		l.mu.Lock()
+		draining := l.draining
+		l.mu.Unlock()
+		if draining {
+			return nil
 		}
 		if errors.Is(err, errdefs.ErrUnauthorized) {
 			l.log.Error("controller refused the exporter token; retrying in 30s", "err", err)
@@ -175,17 +226,31 @@ func (l *Link) session(ctx context.Context) error {
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
 		for {
-			var m *pb.ExporterMessage
+			var o outMsg
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				m = &pb.ExporterMessage{Kind: &pb.ExporterMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
-			case e := <-l.sendEnd:
-				m = &pb.ExporterMessage{Kind: &pb.ExporterMessage_EndLease{EndLease: e}}
+				o.m = &pb.ExporterMessage{Kind: &pb.ExporterMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+			case o = <-l.out:
 			}
-			if err := stream.Send(m); err != nil {
-				cancel()
+			if o.m != nil {
+				if err := stream.Send(o.m); err != nil {
+					// Lost with the stream, as a heartbeat would be.
+					cancel()
+					return
+				}
+			}
+			if o.last {
+				// The controller reads every message before our end of
+				// the stream, then ends it: then all were handled.
+				_ = stream.CloseSend()
+				<-ctx.Done()
+			}
+			if o.sent != nil {
+				close(o.sent)
+			}
+			if o.last {
 				return
 			}
 		}
@@ -223,11 +288,15 @@ func (l *Link) follow(ctx context.Context) {
 			return
 		}
 		l.closeTunnels(last.Lease)
+		admit := true
 		if l.o.OnLease != nil {
-			l.o.OnLease(ctx, last, a)
+			admit = l.o.OnLease(ctx, last, a)
 		}
 		l.mu.Lock()
-		l.ready = a.Lease
+		l.ready = ""
+		if admit {
+			l.ready = a.Lease
+		}
 		l.mu.Unlock()
 		last = a
 	}

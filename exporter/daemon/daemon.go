@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -66,7 +68,17 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 		}
 		return runLinked(ctx, cmd, f, socket, stateDir, metricsListen)
 	}
-	opts := exporter.Options{Log: log, Passphrase: passphrase, AlwaysReset: true}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	hookDir, err := os.MkdirTemp("", "pogo-hooks-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(hookDir)
+	// Without a controller the session is the lease: hooks run around
+	// each one, their j reaching this exporter as a client would.
+	hooks := &exporter.SessionHooks{Dir: hookDir, Exit: func(err error) { cancel(err) }}
+	opts := exporter.Options{Log: log, Passphrase: passphrase, AlwaysReset: true, SessionHooks: hooks}
 	var l net.Listener
 	if listen != "" {
 		if passphrase == "" {
@@ -81,6 +93,8 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 			return fmt.Errorf("listen on %s: %w", listen, err)
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving %s\nfingerprint sha256:%s\nconnect: jmp shell --exporter %s --fingerprint %s --passphrase …\n", f.Metadata.Name, l.Addr(), fp, l.Addr(), fp)
+		hooks.Host = loopback(l.Addr())
+		hooks.Env = []string{client.EnvPassphrase + "=" + passphrase, client.EnvFingerprint + "=" + fp}
 	} else {
 		if socket == "" {
 			socket = DefaultSocket(f.Metadata.Name)
@@ -90,6 +104,7 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 		}
 		defer os.Remove(socket)
 		fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving unix://%s\n", f.Metadata.Name, socket)
+		hooks.Host = "unix://" + socket
 	}
 	s, err := exporter.New(ctx, f, &drivers.Host{StateDir: stateDir}, opts)
 	if err != nil {
@@ -116,12 +131,28 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 	select {
 	case <-ctx.Done():
 		log.Info("stopping exporter")
+		if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
+			err = cause
+		}
 	case err = <-errc:
 	}
 	if serr := s.Stop(); serr != nil {
 		log.Error("closing drivers", "err", serr)
 	}
 	return err
+}
+
+// loopback is addr with an unspecified host (":9090", "[::]:9090") made
+// the loopback address, for the exporter's own hooks to dial.
+func loopback(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // DefaultSocket is where `jmp run` serves in local mode.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
 	"github.com/pogolab/pogo/exporter/controllerlink"
+	"github.com/pogolab/pogo/exporter/hooks"
 )
 
 // runLinked is `jmp run` for an exporter that belongs to a controller: it
@@ -38,13 +40,23 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	}
 	defer os.Remove(socket)
 	var link *controllerlink.Link
+	// serving is the lease driver calls and hooks act for (the ended
+	// lease while its afterLease hook runs).
+	var serving atomic.Pointer[drivers.Lease]
 	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: stateDir}, exporter.Options{
-		Log: log,
+		Log:        log,
+		LeaseHooks: true,
 		Holder: func() (string, bool) {
 			if link == nil {
 				return "", false
 			}
 			return link.Holder()
+		},
+		Lease: func() (drivers.Lease, bool) {
+			if l := serving.Load(); l != nil {
+				return *l, true
+			}
+			return drivers.Lease{}, false
 		},
 	})
 	if err != nil {
@@ -67,29 +79,72 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		return err
 	}
 	defer os.RemoveAll(hookDir)
-	hooks := &controllerlink.Hooks{Before: f.Hooks.BeforeLease, After: f.Hooks.AfterLease, Target: target, Dir: hookDir, Log: log}
+	for _, w := range hooks.Check(f.Hooks) {
+		log.Warn("hook will not work as in Jumpstarter", "problem", w)
+	}
+	runner := &hooks.Runner{Hooks: f.Hooks, Dir: hookDir, Log: log,
+		// A hook holds a session on the local socket, as the lease holder
+		// would; power stays as the script leaves it.
+		Open: func(ctx context.Context, which string) (hooks.Reach, func(), error) {
+			name := "hook:" + which
+			link.SetHook(name)
+			c, err := client.Dial(ctx, target, client.Options{Name: name})
+			if err != nil {
+				link.SetHook("")
+				return hooks.Reach{}, nil, err
+			}
+			sess, err := c.Open(ctx, client.SessionOptions{KeepPower: true})
+			if err != nil {
+				c.Close()
+				link.SetHook("")
+				return hooks.Reach{}, nil, err
+			}
+			return hooks.Reach{Host: target, Session: sess.Token}, func() {
+				sess.Close()
+				c.Close()
+				link.SetHook("")
+			}, nil
+		},
+	}
 	m := newExporterMetrics()
+	lh := &leaseHooks{runner: runner, log: log, stop: cancel}
 	link, err = controllerlink.New(controllerlink.Options{
 		Endpoint: f.Endpoint, Token: f.Token, CA: f.TLS.CA, Insecure: f.TLS.Insecure,
 		Labels: f.Metadata.Labels, Report: report, Log: log,
-		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) {
+		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) bool {
 			if old.Lease != "" {
+				l := drivers.Lease{ID: old.Lease, Client: old.Client}
+				serving.Store(&l)
 				srv.EndSession("lease " + old.Lease + " ended")
-				resetBoard(ctx, log, srv, old.Lease)
+				// afterLease sees the board as the lease left it; then
+				// the board goes to its safe state whatever the hook did.
+				lh.after(ctx, l)
+				resetBoard(drivers.WithLease(ctx, l), log, srv, old.Lease)
 				m.leased.Set(0)
-				handleHook(ctx, log, link, cancel, hooks.Run(ctx, "afterLease", old), old)
+				serving.Store(nil)
+				if f.ExitOnLeaseEnd {
+					log.Info("exitOnLeaseEnd: the lease is over; exporter exits", "lease", old.Lease)
+					lh.flush(ctx)
+					cancel(nil)
+					return false
+				}
 			}
 			if cur.Lease != "" {
-				handleHook(ctx, log, link, cancel, hooks.Run(ctx, "beforeLease", cur), cur)
+				l := drivers.Lease{ID: cur.Lease, Client: cur.Client}
+				serving.Store(&l)
+				if !lh.before(ctx, l) {
+					return false
+				}
 				m.leased.Set(1)
 				log.Info("leased", "lease", cur.Lease, "client", cur.Client, "until", cur.End.Format(time.RFC3339))
 			}
+			return true
 		},
 	})
 	if err != nil {
 		return err
 	}
-	hooks.Link = link
+	lh.link = link
 	defer link.Close()
 	link.CountBytes = func(in, out int) {
 		m.bytes.WithLabelValues("in").Add(float64(in))
@@ -114,23 +169,6 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		return err
 	}
 	return nil
-}
-
-func handleHook(ctx context.Context, log *slog.Logger, link *controllerlink.Link, stop context.CancelCauseFunc, err error, a controllerlink.Assignment) {
-	var he *controllerlink.HookError
-	if !errors.As(err, &he) {
-		return
-	}
-	switch he.OnFailure {
-	case "endLease":
-		log.Error("hook failed; ending the lease", "lease", a.Lease, "err", err)
-		link.EndLease(a.Lease, err.Error())
-	case "exit":
-		log.Error("hook failed; exporter exits", "lease", a.Lease, "err", err)
-		stop(fmt.Errorf("exporter exits: %w", err))
-	default:
-		log.Warn("hook failed", "lease", a.Lease, "err", err)
-	}
 }
 
 func localReport(ctx context.Context, target string) (*pb.ReportResponse, error) {

@@ -29,6 +29,13 @@ type Exporter struct {
 // ends. It fails the test on any error.
 func Serve(t testing.TB, yamlText string) *Exporter {
 	t.Helper()
+	return ServeWith(t, yamlText, nil)
+}
+
+// ServeWith is Serve with options: set, when not nil, adjusts them,
+// knowing the address the exporter will serve (for session hooks).
+func ServeWith(t testing.TB, yamlText string, set func(o *exporter.Options, target string)) *Exporter {
+	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "exporter.yaml")
 	if err := os.WriteFile(path, []byte(yamlText), 0o644); err != nil {
@@ -44,7 +51,11 @@ func Serve(t testing.TB, yamlText string) *Exporter {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(newTestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := exporter.New(context.Background(), f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: log})
+	opts := exporter.Options{Log: log}
+	if set != nil {
+		set(&opts, "unix://"+sock)
+	}
+	s, err := exporter.New(context.Background(), f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, opts)
 	if err != nil {
 		l.Close()
 		t.Fatal(err)

@@ -89,6 +89,8 @@ type Controller struct {
 
 	lmu   sync.Mutex
 	links map[string]*link
+	// hooks holds lease hook events exporters report here.
+	hooks hookLog
 
 	pmu       sync.Mutex
 	posRev    int64

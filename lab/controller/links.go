@@ -100,6 +100,7 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 		}
 		c.lmu.Unlock()
 		close(l.gone)
+		c.hooks.exporterOffline(id.Name)
 		c.dropOnline(l)
 		c.m.exporterLinks.Dec()
 		c.log.Info("exporter offline", "exporter", id.Name)
@@ -117,6 +118,9 @@ func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if e := m.GetHook(); e != nil {
+				c.hookEvent(id.Name, e)
 			}
 			if e := m.GetEndLease(); e != nil {
 				reason := "ended by exporter " + id.Name

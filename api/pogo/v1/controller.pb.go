@@ -305,6 +305,7 @@ type ExporterMessage struct {
 	//
 	//	*ExporterMessage_Heartbeat
 	//	*ExporterMessage_EndLease
+	//	*ExporterMessage_Hook
 	Kind          isExporterMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -365,6 +366,15 @@ func (x *ExporterMessage) GetEndLease() *EndLeaseRequest {
 	return nil
 }
 
+func (x *ExporterMessage) GetHook() *HookEvent {
+	if x != nil {
+		if x, ok := x.Kind.(*ExporterMessage_Hook); ok {
+			return x.Hook
+		}
+	}
+	return nil
+}
+
 type isExporterMessage_Kind interface {
 	isExporterMessage_Kind()
 }
@@ -379,9 +389,17 @@ type ExporterMessage_EndLease struct {
 	EndLease *EndLeaseRequest `protobuf:"bytes,2,opt,name=end_lease,json=endLease,proto3,oneof"`
 }
 
+type ExporterMessage_Hook struct {
+	// hook reports a lease hook's progress, for the controller to pass on
+	// to the lease holder (Leases.WatchHooks).
+	Hook *HookEvent `protobuf:"bytes,3,opt,name=hook,proto3,oneof"`
+}
+
 func (*ExporterMessage_Heartbeat) isExporterMessage_Kind() {}
 
 func (*ExporterMessage_EndLease) isExporterMessage_Kind() {}
+
+func (*ExporterMessage_Hook) isExporterMessage_Kind() {}
 
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2116,10 +2134,11 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
 	"\x10RegisterResponse\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x86\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
 	"\x0fExporterMessage\x122\n" +
 	"\theartbeat\x18\x01 \x01(\v2\x12.pogo.v1.HeartbeatH\x00R\theartbeat\x127\n" +
-	"\tend_lease\x18\x02 \x01(\v2\x18.pogo.v1.EndLeaseRequestH\x00R\bendLeaseB\x06\n" +
+	"\tend_lease\x18\x02 \x01(\v2\x18.pogo.v1.EndLeaseRequestH\x00R\bendLease\x12(\n" +
+	"\x04hook\x18\x03 \x01(\v2\x12.pogo.v1.HookEventH\x00R\x04hookB\x06\n" +
 	"\x04kind\"\v\n" +
 	"\tHeartbeat\"D\n" +
 	"\x0fEndLeaseRequest\x12\x19\n" +
@@ -2264,7 +2283,7 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\x16IDENTITY_KIND_EXPORTER\x10\x022\x93\x01\n" +
 	"\fExporterLink\x12?\n" +
 	"\bRegister\x12\x18.pogo.v1.RegisterRequest\x1a\x19.pogo.v1.RegisterResponse\x12B\n" +
-	"\x06Listen\x12\x18.pogo.v1.ExporterMessage\x1a\x1a.pogo.v1.ControllerMessage(\x010\x012\x82\x04\n" +
+	"\x06Listen\x12\x18.pogo.v1.ExporterMessage\x1a\x1a.pogo.v1.ControllerMessage(\x010\x012\xc0\x04\n" +
 	"\x06Leases\x12:\n" +
 	"\vCreateLease\x12\x1b.pogo.v1.CreateLeaseRequest\x1a\x0e.pogo.v1.Lease\x124\n" +
 	"\bGetLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease\x12E\n" +
@@ -2273,7 +2292,9 @@ const file_pogo_v1_controller_proto_rawDesc = "" +
 	"\vUpdateLease\x12\x1b.pogo.v1.UpdateLeaseRequest\x1a\x0e.pogo.v1.Lease\x12:\n" +
 	"\vDeleteLease\x12\x1b.pogo.v1.DeleteLeaseRequest\x1a\x0e.pogo.v1.Lease\x128\n" +
 	"\n" +
-	"WatchLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease0\x01\x12N\n" +
+	"WatchLease\x12\x18.pogo.v1.GetLeaseRequest\x1a\x0e.pogo.v1.Lease0\x01\x12<\n" +
+	"\n" +
+	"WatchHooks\x12\x18.pogo.v1.GetLeaseRequest\x1a\x12.pogo.v1.HookEvent0\x01\x12N\n" +
 	"\rListExporters\x12\x1d.pogo.v1.ListExportersRequest\x1a\x1e.pogo.v1.ListExportersResponse\x12=\n" +
 	"\x04Dial\x12\x19.pogo.v1.DialLeaseRequest\x1a\x1a.pogo.v1.DialLeaseResponse2\x89\x04\n" +
 	"\x05Admin\x12O\n" +
@@ -2339,83 +2360,87 @@ var file_pogo_v1_controller_proto_goTypes = []any{
 	nil,                               // 36: pogo.v1.CreateLeaseRequest.TagsEntry
 	nil,                               // 37: pogo.v1.ExporterInfo.LabelsEntry
 	(*ReportResponse)(nil),            // 38: pogo.v1.ReportResponse
-	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 40: google.protobuf.Duration
+	(*HookEvent)(nil),                 // 39: pogo.v1.HookEvent
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 41: google.protobuf.Duration
 }
 var file_pogo_v1_controller_proto_depIdxs = []int32{
 	34, // 0: pogo.v1.RegisterRequest.labels:type_name -> pogo.v1.RegisterRequest.LabelsEntry
 	38, // 1: pogo.v1.RegisterRequest.report:type_name -> pogo.v1.ReportResponse
 	6,  // 2: pogo.v1.ExporterMessage.heartbeat:type_name -> pogo.v1.Heartbeat
 	7,  // 3: pogo.v1.ExporterMessage.end_lease:type_name -> pogo.v1.EndLeaseRequest
-	9,  // 4: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
-	10, // 5: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
-	6,  // 6: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
-	39, // 7: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
-	0,  // 8: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
-	40, // 9: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
-	39, // 10: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
-	35, // 11: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
-	1,  // 12: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
-	39, // 13: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
-	39, // 14: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
-	39, // 15: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
-	40, // 16: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
-	39, // 17: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
-	36, // 18: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
-	11, // 19: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
-	40, // 20: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
-	39, // 21: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
-	20, // 22: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
-	37, // 23: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
-	39, // 24: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
-	38, // 25: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
-	39, // 26: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
-	0,  // 27: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
-	31, // 28: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
-	2,  // 29: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
-	39, // 30: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
-	26, // 31: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
-	39, // 32: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
-	2,  // 33: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
-	3,  // 34: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
-	5,  // 35: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
-	12, // 36: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
-	13, // 37: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
-	14, // 38: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
-	16, // 39: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
-	17, // 40: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
-	13, // 41: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
-	18, // 42: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
-	21, // 43: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
-	23, // 44: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
-	23, // 45: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
-	25, // 46: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
-	26, // 47: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
-	27, // 48: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
-	29, // 49: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
-	32, // 50: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
-	4,  // 51: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
-	8,  // 52: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
-	11, // 53: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
-	11, // 54: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
-	15, // 55: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
-	11, // 56: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
-	11, // 57: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
-	11, // 58: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
-	19, // 59: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
-	22, // 60: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
-	24, // 61: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
-	24, // 62: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
-	20, // 63: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
-	26, // 64: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
-	28, // 65: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
-	30, // 66: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
-	33, // 67: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
-	51, // [51:68] is the sub-list for method output_type
-	34, // [34:51] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	39, // 4: pogo.v1.ExporterMessage.hook:type_name -> pogo.v1.HookEvent
+	9,  // 5: pogo.v1.ControllerMessage.lease:type_name -> pogo.v1.LeaseAssignment
+	10, // 6: pogo.v1.ControllerMessage.dial:type_name -> pogo.v1.DialRequest
+	6,  // 7: pogo.v1.ControllerMessage.heartbeat:type_name -> pogo.v1.Heartbeat
+	40, // 8: pogo.v1.LeaseAssignment.end:type_name -> google.protobuf.Timestamp
+	0,  // 9: pogo.v1.DialRequest.security:type_name -> pogo.v1.TunnelSecurity
+	41, // 10: pogo.v1.Lease.duration:type_name -> google.protobuf.Duration
+	40, // 11: pogo.v1.Lease.begin:type_name -> google.protobuf.Timestamp
+	35, // 12: pogo.v1.Lease.tags:type_name -> pogo.v1.Lease.TagsEntry
+	1,  // 13: pogo.v1.Lease.state:type_name -> pogo.v1.LeaseState
+	40, // 14: pogo.v1.Lease.created:type_name -> google.protobuf.Timestamp
+	40, // 15: pogo.v1.Lease.granted:type_name -> google.protobuf.Timestamp
+	40, // 16: pogo.v1.Lease.end:type_name -> google.protobuf.Timestamp
+	41, // 17: pogo.v1.CreateLeaseRequest.duration:type_name -> google.protobuf.Duration
+	40, // 18: pogo.v1.CreateLeaseRequest.begin:type_name -> google.protobuf.Timestamp
+	36, // 19: pogo.v1.CreateLeaseRequest.tags:type_name -> pogo.v1.CreateLeaseRequest.TagsEntry
+	11, // 20: pogo.v1.ListLeasesResponse.leases:type_name -> pogo.v1.Lease
+	41, // 21: pogo.v1.UpdateLeaseRequest.extend:type_name -> google.protobuf.Duration
+	40, // 22: pogo.v1.UpdateLeaseRequest.end:type_name -> google.protobuf.Timestamp
+	20, // 23: pogo.v1.ListExportersResponse.exporters:type_name -> pogo.v1.ExporterInfo
+	37, // 24: pogo.v1.ExporterInfo.labels:type_name -> pogo.v1.ExporterInfo.LabelsEntry
+	40, // 25: pogo.v1.ExporterInfo.lease_end:type_name -> google.protobuf.Timestamp
+	38, // 26: pogo.v1.ExporterInfo.report:type_name -> pogo.v1.ReportResponse
+	40, // 27: pogo.v1.ExporterInfo.registered:type_name -> google.protobuf.Timestamp
+	0,  // 28: pogo.v1.DialLeaseResponse.security:type_name -> pogo.v1.TunnelSecurity
+	31, // 29: pogo.v1.ListIdentitiesResponse.identities:type_name -> pogo.v1.Identity
+	2,  // 30: pogo.v1.Identity.kind:type_name -> pogo.v1.IdentityKind
+	40, // 31: pogo.v1.Identity.created:type_name -> google.protobuf.Timestamp
+	26, // 32: pogo.v1.Identity.policy:type_name -> pogo.v1.Policy
+	40, // 33: pogo.v1.Identity.registered:type_name -> google.protobuf.Timestamp
+	2,  // 34: pogo.v1.DeleteIdentityRequest.kind:type_name -> pogo.v1.IdentityKind
+	3,  // 35: pogo.v1.ExporterLink.Register:input_type -> pogo.v1.RegisterRequest
+	5,  // 36: pogo.v1.ExporterLink.Listen:input_type -> pogo.v1.ExporterMessage
+	12, // 37: pogo.v1.Leases.CreateLease:input_type -> pogo.v1.CreateLeaseRequest
+	13, // 38: pogo.v1.Leases.GetLease:input_type -> pogo.v1.GetLeaseRequest
+	14, // 39: pogo.v1.Leases.ListLeases:input_type -> pogo.v1.ListLeasesRequest
+	16, // 40: pogo.v1.Leases.UpdateLease:input_type -> pogo.v1.UpdateLeaseRequest
+	17, // 41: pogo.v1.Leases.DeleteLease:input_type -> pogo.v1.DeleteLeaseRequest
+	13, // 42: pogo.v1.Leases.WatchLease:input_type -> pogo.v1.GetLeaseRequest
+	13, // 43: pogo.v1.Leases.WatchHooks:input_type -> pogo.v1.GetLeaseRequest
+	18, // 44: pogo.v1.Leases.ListExporters:input_type -> pogo.v1.ListExportersRequest
+	21, // 45: pogo.v1.Leases.Dial:input_type -> pogo.v1.DialLeaseRequest
+	23, // 46: pogo.v1.Admin.CreateClient:input_type -> pogo.v1.CreateIdentityRequest
+	23, // 47: pogo.v1.Admin.CreateExporter:input_type -> pogo.v1.CreateIdentityRequest
+	25, // 48: pogo.v1.Admin.SetExporterEnabled:input_type -> pogo.v1.SetExporterEnabledRequest
+	26, // 49: pogo.v1.Admin.SetPolicy:input_type -> pogo.v1.Policy
+	27, // 50: pogo.v1.Admin.GetCA:input_type -> pogo.v1.GetCARequest
+	29, // 51: pogo.v1.Admin.ListIdentities:input_type -> pogo.v1.ListIdentitiesRequest
+	32, // 52: pogo.v1.Admin.DeleteIdentity:input_type -> pogo.v1.DeleteIdentityRequest
+	4,  // 53: pogo.v1.ExporterLink.Register:output_type -> pogo.v1.RegisterResponse
+	8,  // 54: pogo.v1.ExporterLink.Listen:output_type -> pogo.v1.ControllerMessage
+	11, // 55: pogo.v1.Leases.CreateLease:output_type -> pogo.v1.Lease
+	11, // 56: pogo.v1.Leases.GetLease:output_type -> pogo.v1.Lease
+	15, // 57: pogo.v1.Leases.ListLeases:output_type -> pogo.v1.ListLeasesResponse
+	11, // 58: pogo.v1.Leases.UpdateLease:output_type -> pogo.v1.Lease
+	11, // 59: pogo.v1.Leases.DeleteLease:output_type -> pogo.v1.Lease
+	11, // 60: pogo.v1.Leases.WatchLease:output_type -> pogo.v1.Lease
+	39, // 61: pogo.v1.Leases.WatchHooks:output_type -> pogo.v1.HookEvent
+	19, // 62: pogo.v1.Leases.ListExporters:output_type -> pogo.v1.ListExportersResponse
+	22, // 63: pogo.v1.Leases.Dial:output_type -> pogo.v1.DialLeaseResponse
+	24, // 64: pogo.v1.Admin.CreateClient:output_type -> pogo.v1.CreateIdentityResponse
+	24, // 65: pogo.v1.Admin.CreateExporter:output_type -> pogo.v1.CreateIdentityResponse
+	20, // 66: pogo.v1.Admin.SetExporterEnabled:output_type -> pogo.v1.ExporterInfo
+	26, // 67: pogo.v1.Admin.SetPolicy:output_type -> pogo.v1.Policy
+	28, // 68: pogo.v1.Admin.GetCA:output_type -> pogo.v1.GetCAResponse
+	30, // 69: pogo.v1.Admin.ListIdentities:output_type -> pogo.v1.ListIdentitiesResponse
+	33, // 70: pogo.v1.Admin.DeleteIdentity:output_type -> pogo.v1.DeleteIdentityResponse
+	53, // [53:71] is the sub-list for method output_type
+	35, // [35:53] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_controller_proto_init() }
@@ -2427,6 +2452,7 @@ func file_pogo_v1_controller_proto_init() {
 	file_pogo_v1_controller_proto_msgTypes[2].OneofWrappers = []any{
 		(*ExporterMessage_Heartbeat)(nil),
 		(*ExporterMessage_EndLease)(nil),
+		(*ExporterMessage_Hook)(nil),
 	}
 	file_pogo_v1_controller_proto_msgTypes[5].OneofWrappers = []any{
 		(*ControllerMessage_Lease)(nil),

@@ -172,6 +172,7 @@ const (
 	Leases_UpdateLease_FullMethodName   = "/pogo.v1.Leases/UpdateLease"
 	Leases_DeleteLease_FullMethodName   = "/pogo.v1.Leases/DeleteLease"
 	Leases_WatchLease_FullMethodName    = "/pogo.v1.Leases/WatchLease"
+	Leases_WatchHooks_FullMethodName    = "/pogo.v1.Leases/WatchHooks"
 	Leases_ListExporters_FullMethodName = "/pogo.v1.Leases/ListExporters"
 	Leases_Dial_FullMethodName          = "/pogo.v1.Leases/Dial"
 )
@@ -195,6 +196,11 @@ type LeasesClient interface {
 	// WatchLease sends the lease now and again on every change (state,
 	// queue position, end) until it ends.
 	WatchLease(ctx context.Context, in *GetLeaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Lease], error)
+	// WatchHooks sends the lease's hook events (HookEvent), those so far
+	// and then new ones as the exporter reports them, until its afterLease
+	// hook is done, its exporter goes offline or the caller hangs up. Only
+	// the replica the exporter is connected to has them.
+	WatchHooks(ctx context.Context, in *GetLeaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HookEvent], error)
 	ListExporters(ctx context.Context, in *ListExportersRequest, opts ...grpc.CallOption) (*ListExportersResponse, error)
 	// Dial gives a stream token and the router to use it on, to reach the
 	// exporter of a Ready lease the caller holds.
@@ -278,6 +284,25 @@ func (c *leasesClient) WatchLease(ctx context.Context, in *GetLeaseRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Leases_WatchLeaseClient = grpc.ServerStreamingClient[Lease]
 
+func (c *leasesClient) WatchHooks(ctx context.Context, in *GetLeaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HookEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Leases_ServiceDesc.Streams[1], Leases_WatchHooks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetLeaseRequest, HookEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Leases_WatchHooksClient = grpc.ServerStreamingClient[HookEvent]
+
 func (c *leasesClient) ListExporters(ctx context.Context, in *ListExportersRequest, opts ...grpc.CallOption) (*ListExportersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListExportersResponse)
@@ -317,6 +342,11 @@ type LeasesServer interface {
 	// WatchLease sends the lease now and again on every change (state,
 	// queue position, end) until it ends.
 	WatchLease(*GetLeaseRequest, grpc.ServerStreamingServer[Lease]) error
+	// WatchHooks sends the lease's hook events (HookEvent), those so far
+	// and then new ones as the exporter reports them, until its afterLease
+	// hook is done, its exporter goes offline or the caller hangs up. Only
+	// the replica the exporter is connected to has them.
+	WatchHooks(*GetLeaseRequest, grpc.ServerStreamingServer[HookEvent]) error
 	ListExporters(context.Context, *ListExportersRequest) (*ListExportersResponse, error)
 	// Dial gives a stream token and the router to use it on, to reach the
 	// exporter of a Ready lease the caller holds.
@@ -348,6 +378,9 @@ func (UnimplementedLeasesServer) DeleteLease(context.Context, *DeleteLeaseReques
 }
 func (UnimplementedLeasesServer) WatchLease(*GetLeaseRequest, grpc.ServerStreamingServer[Lease]) error {
 	return status.Error(codes.Unimplemented, "method WatchLease not implemented")
+}
+func (UnimplementedLeasesServer) WatchHooks(*GetLeaseRequest, grpc.ServerStreamingServer[HookEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchHooks not implemented")
 }
 func (UnimplementedLeasesServer) ListExporters(context.Context, *ListExportersRequest) (*ListExportersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListExporters not implemented")
@@ -477,6 +510,17 @@ func _Leases_WatchLease_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Leases_WatchLeaseServer = grpc.ServerStreamingServer[Lease]
 
+func _Leases_WatchHooks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetLeaseRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LeasesServer).WatchHooks(m, &grpc.GenericServerStream[GetLeaseRequest, HookEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Leases_WatchHooksServer = grpc.ServerStreamingServer[HookEvent]
+
 func _Leases_ListExporters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListExportersRequest)
 	if err := dec(in); err != nil {
@@ -553,6 +597,11 @@ var Leases_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchLease",
 			Handler:       _Leases_WatchLease_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchHooks",
+			Handler:       _Leases_WatchHooks_Handler,
 			ServerStreams: true,
 		},
 	},

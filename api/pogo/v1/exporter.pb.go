@@ -82,7 +82,11 @@ type SessionEvent struct {
 	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	// message is a notice from the exporter (e.g. "lease ends in 60s").
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// hook is a step of the session's hooks (direct and local mode), before
+	// the token (beforeLease) and after the client closed its side
+	// (afterLease).
+	Hook          *HookEvent `protobuf:"bytes,4,opt,name=hook,proto3" json:"hook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +142,114 @@ func (x *SessionEvent) GetMessage() string {
 	return ""
 }
 
+func (x *SessionEvent) GetHook() *HookEvent {
+	if x != nil {
+		return x.Hook
+	}
+	return nil
+}
+
+// HookEvent is one step of an exporter's lease hooks (reported to the
+// controller, or on a session's stream): the hooks it will
+// run for a lease (first), a line of a hook's output, or a hook's end.
+type HookEvent struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// hook is "beforeLease" or "afterLease"; empty on the first event.
+	Hook string `protobuf:"bytes,2,opt,name=hook,proto3" json:"hook,omitempty"`
+	// configured lists the hooks the exporter runs for this lease (first
+	// event only), so a client knows whether to wait for afterLease.
+	Configured []string `protobuf:"bytes,3,rep,name=configured,proto3" json:"configured,omitempty"`
+	// line is a line the hook wrote (stdout or stderr).
+	Line string `protobuf:"bytes,4,opt,name=line,proto3" json:"line,omitempty"`
+	// done marks the hook's end; error is set when it failed, with the
+	// hook's on_failure policy (warn, endLease or exit).
+	Done          bool   `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	OnFailure     string `protobuf:"bytes,7,opt,name=on_failure,json=onFailure,proto3" json:"on_failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HookEvent) Reset() {
+	*x = HookEvent{}
+	mi := &file_pogo_v1_exporter_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HookEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HookEvent) ProtoMessage() {}
+
+func (x *HookEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pogo_v1_exporter_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HookEvent.ProtoReflect.Descriptor instead.
+func (*HookEvent) Descriptor() ([]byte, []int) {
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HookEvent) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *HookEvent) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *HookEvent) GetConfigured() []string {
+	if x != nil {
+		return x.Configured
+	}
+	return nil
+}
+
+func (x *HookEvent) GetLine() string {
+	if x != nil {
+		return x.Line
+	}
+	return ""
+}
+
+func (x *HookEvent) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *HookEvent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HookEvent) GetOnFailure() string {
+	if x != nil {
+		return x.OnFailure
+	}
+	return ""
+}
+
 type ReportRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -146,7 +258,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[2]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +270,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[2]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +283,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{2}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{3}
 }
 
 type ReportResponse struct {
@@ -185,7 +297,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[3]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +309,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[3]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +322,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{3}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReportResponse) GetName() string {
@@ -255,7 +367,7 @@ type DriverNode struct {
 
 func (x *DriverNode) Reset() {
 	*x = DriverNode{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[4]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +379,7 @@ func (x *DriverNode) String() string {
 func (*DriverNode) ProtoMessage() {}
 
 func (x *DriverNode) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[4]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +392,7 @@ func (x *DriverNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DriverNode.ProtoReflect.Descriptor instead.
 func (*DriverNode) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{4}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DriverNode) GetPath() string {
@@ -333,7 +445,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[5]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +457,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[5]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +470,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{5}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{6}
 }
 
 type StatusResponse struct {
@@ -375,7 +487,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[6]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +499,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[6]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +512,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{6}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatusResponse) GetName() string {
@@ -455,7 +567,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[7]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +579,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[7]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +592,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{7}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LogsRequest) GetFollow() bool {
@@ -503,7 +615,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_pogo_v1_exporter_proto_msgTypes[8]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +627,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pogo_v1_exporter_proto_msgTypes[8]
+	mi := &file_pogo_v1_exporter_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +640,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{8}
+	return file_pogo_v1_exporter_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LogRecord) GetTime() *timestamppb.Timestamp {
@@ -567,11 +679,23 @@ const file_pogo_v1_exporter_proto_rawDesc = "" +
 	"\x0eSessionRequest\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\tR\x06client\x12\x1d\n" +
 	"\n" +
-	"keep_power\x18\x02 \x01(\bR\tkeepPower\"p\n" +
+	"keep_power\x18\x02 \x01(\bR\tkeepPower\"\x98\x01\n" +
 	"\fSessionEvent\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x0f\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12&\n" +
+	"\x04hook\x18\x04 \x01(\v2\x12.pogo.v1.HookEventR\x04hook\"\xb7\x01\n" +
+	"\tHookEvent\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x12\n" +
+	"\x04hook\x18\x02 \x01(\tR\x04hook\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x03 \x03(\tR\n" +
+	"configured\x12\x12\n" +
+	"\x04line\x18\x04 \x01(\tR\x04line\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"on_failure\x18\a \x01(\tR\tonFailure\"\x0f\n" +
 	"\rReportRequest\"\xcb\x01\n" +
 	"\x0eReportResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
@@ -628,42 +752,44 @@ func file_pogo_v1_exporter_proto_rawDescGZIP() []byte {
 	return file_pogo_v1_exporter_proto_rawDescData
 }
 
-var file_pogo_v1_exporter_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pogo_v1_exporter_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pogo_v1_exporter_proto_goTypes = []any{
 	(*SessionRequest)(nil),        // 0: pogo.v1.SessionRequest
 	(*SessionEvent)(nil),          // 1: pogo.v1.SessionEvent
-	(*ReportRequest)(nil),         // 2: pogo.v1.ReportRequest
-	(*ReportResponse)(nil),        // 3: pogo.v1.ReportResponse
-	(*DriverNode)(nil),            // 4: pogo.v1.DriverNode
-	(*StatusRequest)(nil),         // 5: pogo.v1.StatusRequest
-	(*StatusResponse)(nil),        // 6: pogo.v1.StatusResponse
-	(*LogsRequest)(nil),           // 7: pogo.v1.LogsRequest
-	(*LogRecord)(nil),             // 8: pogo.v1.LogRecord
-	nil,                           // 9: pogo.v1.ReportResponse.LabelsEntry
-	nil,                           // 10: pogo.v1.LogRecord.AttrsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*HookEvent)(nil),             // 2: pogo.v1.HookEvent
+	(*ReportRequest)(nil),         // 3: pogo.v1.ReportRequest
+	(*ReportResponse)(nil),        // 4: pogo.v1.ReportResponse
+	(*DriverNode)(nil),            // 5: pogo.v1.DriverNode
+	(*StatusRequest)(nil),         // 6: pogo.v1.StatusRequest
+	(*StatusResponse)(nil),        // 7: pogo.v1.StatusResponse
+	(*LogsRequest)(nil),           // 8: pogo.v1.LogsRequest
+	(*LogRecord)(nil),             // 9: pogo.v1.LogRecord
+	nil,                           // 10: pogo.v1.ReportResponse.LabelsEntry
+	nil,                           // 11: pogo.v1.LogRecord.AttrsEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_pogo_v1_exporter_proto_depIdxs = []int32{
-	11, // 0: pogo.v1.SessionEvent.since:type_name -> google.protobuf.Timestamp
-	9,  // 1: pogo.v1.ReportResponse.labels:type_name -> pogo.v1.ReportResponse.LabelsEntry
-	4,  // 2: pogo.v1.ReportResponse.drivers:type_name -> pogo.v1.DriverNode
-	11, // 3: pogo.v1.StatusResponse.since:type_name -> google.protobuf.Timestamp
-	11, // 4: pogo.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
-	11, // 5: pogo.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	10, // 6: pogo.v1.LogRecord.attrs:type_name -> pogo.v1.LogRecord.AttrsEntry
-	0,  // 7: pogo.v1.Exporter.Session:input_type -> pogo.v1.SessionRequest
-	2,  // 8: pogo.v1.Exporter.Report:input_type -> pogo.v1.ReportRequest
-	5,  // 9: pogo.v1.Exporter.Status:input_type -> pogo.v1.StatusRequest
-	7,  // 10: pogo.v1.Exporter.Logs:input_type -> pogo.v1.LogsRequest
-	1,  // 11: pogo.v1.Exporter.Session:output_type -> pogo.v1.SessionEvent
-	3,  // 12: pogo.v1.Exporter.Report:output_type -> pogo.v1.ReportResponse
-	6,  // 13: pogo.v1.Exporter.Status:output_type -> pogo.v1.StatusResponse
-	8,  // 14: pogo.v1.Exporter.Logs:output_type -> pogo.v1.LogRecord
-	11, // [11:15] is the sub-list for method output_type
-	7,  // [7:11] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 0: pogo.v1.SessionEvent.since:type_name -> google.protobuf.Timestamp
+	2,  // 1: pogo.v1.SessionEvent.hook:type_name -> pogo.v1.HookEvent
+	10, // 2: pogo.v1.ReportResponse.labels:type_name -> pogo.v1.ReportResponse.LabelsEntry
+	5,  // 3: pogo.v1.ReportResponse.drivers:type_name -> pogo.v1.DriverNode
+	12, // 4: pogo.v1.StatusResponse.since:type_name -> google.protobuf.Timestamp
+	12, // 5: pogo.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	12, // 6: pogo.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	11, // 7: pogo.v1.LogRecord.attrs:type_name -> pogo.v1.LogRecord.AttrsEntry
+	0,  // 8: pogo.v1.Exporter.Session:input_type -> pogo.v1.SessionRequest
+	3,  // 9: pogo.v1.Exporter.Report:input_type -> pogo.v1.ReportRequest
+	6,  // 10: pogo.v1.Exporter.Status:input_type -> pogo.v1.StatusRequest
+	8,  // 11: pogo.v1.Exporter.Logs:input_type -> pogo.v1.LogsRequest
+	1,  // 12: pogo.v1.Exporter.Session:output_type -> pogo.v1.SessionEvent
+	4,  // 13: pogo.v1.Exporter.Report:output_type -> pogo.v1.ReportResponse
+	7,  // 14: pogo.v1.Exporter.Status:output_type -> pogo.v1.StatusResponse
+	9,  // 15: pogo.v1.Exporter.Logs:output_type -> pogo.v1.LogRecord
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_exporter_proto_init() }
@@ -677,7 +803,7 @@ func file_pogo_v1_exporter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pogo_v1_exporter_proto_rawDesc), len(file_pogo_v1_exporter_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

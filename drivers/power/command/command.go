@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -43,7 +44,8 @@ func init() {
 	})
 }
 
-// Driver runs the configured commands with sh -c.
+// Driver runs the configured commands with sh -c; during a lease they see
+// JMP_LEASE_ID, JMP_LEASE_CLIENT, LEASE_NAME and CLIENT_NAME.
 type Driver struct {
 	c Config
 }
@@ -137,6 +139,10 @@ func (d *Driver) run(ctx context.Context, what, script string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
+	// The lease the call serves, for scripts that log or check it.
+	if env := drivers.LeaseEnv(ctx); env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out, stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, &stdout), &out
 	err := cmd.Run()

@@ -161,11 +161,12 @@ func (l *Lab) Exporter(name string, labels map[string]string, token, exportYAML 
 	rep := &pb.ReportResponse{Name: name, Labels: labels}
 	link, err = controllerlink.New(controllerlink.Options{
 		Endpoint: l.C.Addr(), Token: token, CA: l.CA(), NoTLS: l.NoTLS, Labels: labels, Report: rep, Log: Logger(l.t),
-		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) {
+		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) bool {
 			if old.Lease != "" {
 				srv.EndSession("lease " + old.Lease + " ended")
 				_ = srv.Tree().Reset(ctx)
 			}
+			return true
 		},
 	})
 	if err != nil {
