@@ -24,6 +24,7 @@ import (
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter/config"
 )
@@ -95,16 +96,10 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	if s.name == "" {
 		s.name = "exporter"
 	}
-	sopts := []grpc.ServerOption{
+	sopts := transport.ServerOptions(
 		grpc.ChainUnaryInterceptor(s.unaryGuard),
 		grpc.ChainStreamInterceptor(s.streamGuard),
-		grpc.MaxRecvMsgSize(16 << 20),
-		// Large windows keep bulk streams (images, consoles) at wire speed.
-		grpc.InitialWindowSize(4 << 20),
-		grpc.InitialConnWindowSize(16 << 20),
-		grpc.WriteBufferSize(1 << 20),
-		grpc.ReadBufferSize(1 << 20),
-	}
+	)
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(opts.TLS))
 	}
@@ -228,13 +223,11 @@ func (s *Server) checkSession(ctx context.Context) error {
 	return nil
 }
 
-const exporterService_ = "/pogo.v1.Exporter/"
-
 func (s *Server) guard(ctx context.Context, method string) error {
 	if err := s.checkPassphrase(ctx); err != nil {
 		return errdefs.ToGRPC(err)
 	}
-	if strings.HasPrefix(method, exporterService_) {
+	if strings.HasPrefix(method, "/"+pb.Exporter_ServiceDesc.ServiceName+"/") {
 		return nil
 	}
 	return errdefs.ToGRPC(s.checkSession(ctx))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/drivers"
@@ -107,7 +108,7 @@ func shellLocal(ctx context.Context, cfgPath string, keep bool, args []string) e
 	}
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "exporter.sock")
-	l, err := exporter.ListenUnix(sock)
+	l, err := transport.ListenUnix(sock)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -85,7 +86,7 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 		if socket == "" {
 			socket = DefaultSocket(f.Metadata.Name)
 		}
-		if l, err = exporter.ListenUnix(socket); err != nil {
+		if l, err = transport.ListenUnix(socket); err != nil {
 			return err
 		}
 		defer os.Remove(socket)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
@@ -32,7 +33,7 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	if socket == "" {
 		socket = DefaultSocket(f.Metadata.Name)
 	}
-	l, err := exporter.ListenUnix(socket)
+	l, err := transport.ListenUnix(socket)
 	if err != nil {
 		return err
 	}

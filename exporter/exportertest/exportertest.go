@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
@@ -39,7 +40,7 @@ func Serve(t testing.TB, yamlText string) *Exporter {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "exporter.sock")
-	l, err := exporter.ListenUnix(sock)
+	l, err := transport.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
