@@ -29,14 +29,6 @@ import (
 	"github.com/pogolab/pogo/drivers/power"
 )
 
-// Environment variables set inside `jmp shell` for j and for specs.
-const (
-	EnvHost        = "JMP_HOST"
-	EnvSession     = "JMP_SESSION"
-	EnvPassphrase  = "JMP_PASSPHRASE"
-	EnvFingerprint = "JMP_FINGERPRINT"
-)
-
 // Options say how to reach an exporter.
 type Options struct {
 	// Passphrase is the direct-mode passphrase.
@@ -98,14 +90,14 @@ func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 
 // FromEnv connects to the exporter of the enclosing `jmp shell`.
 func FromEnv(ctx context.Context) (*Client, error) {
-	host := os.Getenv(EnvHost)
+	host := os.Getenv(rpcmeta.EnvHost)
 	if host == "" {
-		return nil, fmt.Errorf("%s is not set: run this inside `jmp shell` (jmp shell --exporter-config exporter.yaml)", EnvHost)
+		return nil, fmt.Errorf("%s is not set: run this inside `jmp shell` (jmp shell --exporter-config exporter.yaml)", rpcmeta.EnvHost)
 	}
 	return Dial(ctx, host, Options{
-		Session:     os.Getenv(EnvSession),
-		Passphrase:  os.Getenv(EnvPassphrase),
-		Fingerprint: os.Getenv(EnvFingerprint),
+		Session:     os.Getenv(rpcmeta.EnvSession),
+		Passphrase:  os.Getenv(rpcmeta.EnvPassphrase),
+		Fingerprint: os.Getenv(rpcmeta.EnvFingerprint),
 	})
 }
 

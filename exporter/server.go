@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -138,7 +137,7 @@ func (s *Server) Stop() error {
 		s.endSession(sess, "exporter stopping")
 		<-sess.ended
 	} else if s.opts.AlwaysReset || s.isDirty() {
-		s.resetAll("exporter stopping")
+		_ = s.Reset("exporter stopping")
 	}
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -172,17 +171,21 @@ func (s *Server) endSession(sess *session, reason string) {
 	s.mu.Unlock()
 }
 
-func (s *Server) resetAll(why string) {
+// Reset puts every driver into its safe state (power off), within
+// resetTimeout; why is logged. Sessions that end do it themselves (unless
+// they keep power); a daemon calls it when a lease ends.
+func (s *Server) Reset(why string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
 	defer cancel()
 	if err := s.tree.Reset(ctx); err != nil {
 		s.log.Error("reset to safe state failed", "why", why, "err", err)
-		return
+		return err
 	}
 	s.mu.Lock()
 	s.dirty = false
 	s.mu.Unlock()
 	s.log.Info("drivers reset to safe state", "why", why)
+	return nil
 }
 
 // Resolve implements drivers.Resolver.
@@ -258,52 +261,11 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	if err != nil {
 		return err
 	}
-	holder := req.GetClient()
-	if holder == "" {
-		holder = "anonymous"
+	sess, err := s.startSession(req.GetClient(), req.GetKeepPower())
+	if err != nil {
+		return errdefs.ToGRPC(err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errdefs.ToGRPC(fmt.Errorf("exporter %s is shutting down: %w", s.name, errdefs.ErrUnavailable))
-	}
-	if s.opts.Holder != nil {
-		if want, leased := s.opts.Holder(); !leased || want != holder {
-			s.mu.Unlock()
-			return errdefs.ToGRPC(fmt.Errorf("exporter %s is not leased to %s: %w", s.name, holder, errdefs.ErrNotHeld))
-		}
-	}
-	if cur := s.session; cur != nil {
-		s.mu.Unlock()
-		return errdefs.ToGRPC(fmt.Errorf("exporter %s in use by %s since %s: %w", s.name, cur.holder, cur.since.Format(time.RFC3339), errdefs.ErrInUse))
-	}
-	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: req.GetKeepPower(), end: make(chan struct{}), ended: make(chan struct{})}
-	s.session = sess
-	s.dirty = true
-	s.mu.Unlock()
-	s.log.Info("session started", "holder", holder)
-	s.tree.each(func(d drivers.Driver) {
-		if o, ok := d.(drivers.SessionObserver); ok {
-			o.SessionStart(holder)
-		}
-	})
-
-	defer func() {
-		if !sess.keep {
-			s.resetAll("session of " + holder + " ended")
-		}
-		s.tree.each(func(d drivers.Driver) {
-			if o, ok := d.(drivers.SessionObserver); ok {
-				o.SessionEnd()
-			}
-		})
-		s.mu.Lock()
-		s.session = nil
-		s.mu.Unlock()
-		close(sess.ended)
-		s.log.Info("session ended", "holder", holder)
-	}()
-
+	defer s.finishSession(sess)
 	if err := stream.Send(&pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
 		return err
 	}
@@ -317,20 +279,99 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		}
 	}()
 	select {
-	case err := <-recvDone:
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return nil // the client went away; the session ends either way
+	case <-recvDone:
+		return nil // the client ended the session or went away: it ends either way
 	case <-sess.end:
 		_ = stream.Send(&pb.SessionEvent{Message: "session ended by the exporter"})
 		return nil
 	}
 }
 
+// OpenSession opens a session in this process for holder (a lease hook),
+// as Exporter.Session does for a remote client: the token goes in the
+// calls' metadata. end ends the session and returns once the drivers are
+// reset (unless keepPower); the server may end it first (EndSession, Stop).
+func (s *Server) OpenSession(holder string, keepPower bool) (token string, end func(), err error) {
+	sess, err := s.startSession(holder, keepPower)
+	if err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+		case <-sess.end:
+		}
+		s.finishSession(sess)
+	}()
+	var once sync.Once
+	return sess.token, func() {
+		once.Do(func() { close(done) })
+		<-sess.ended
+	}, nil
+}
+
+// startSession admits holder's session when the exporter is free (and, with
+// a controller, leased to holder).
+func (s *Server) startSession(holder string, keep bool) (*session, error) {
+	if holder == "" {
+		holder = "anonymous"
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("exporter %s is shutting down: %w", s.name, errdefs.ErrUnavailable)
+	}
+	if s.opts.Holder != nil {
+		if want, leased := s.opts.Holder(); !leased || want != holder {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("exporter %s is not leased to %s: %w", s.name, holder, errdefs.ErrNotHeld)
+		}
+	}
+	if cur := s.session; cur != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("exporter %s in use by %s since %s: %w", s.name, cur.holder, cur.since.Format(time.RFC3339), errdefs.ErrInUse)
+	}
+	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: keep, end: make(chan struct{}), ended: make(chan struct{})}
+	s.session = sess
+	s.dirty = true
+	s.mu.Unlock()
+	s.log.Info("session started", "holder", holder)
+	s.tree.each(func(d drivers.Driver) {
+		if o, ok := d.(drivers.SessionObserver); ok {
+			o.SessionStart(holder)
+		}
+	})
+	return sess, nil
+}
+
+// finishSession resets the drivers (unless the session keeps power) and
+// frees the exporter.
+func (s *Server) finishSession(sess *session) {
+	if !sess.keep {
+		_ = s.Reset("session of " + sess.holder + " ended")
+	}
+	s.tree.each(func(d drivers.Driver) {
+		if o, ok := d.(drivers.SessionObserver); ok {
+			o.SessionEnd()
+		}
+	})
+	s.mu.Lock()
+	s.session = nil
+	s.mu.Unlock()
+	close(sess.ended)
+	s.log.Info("session ended", "holder", sess.holder)
+}
+
 func (e *exporterService) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.ReportResponse, error) {
-	t := e.s.tree
-	r := &pb.ReportResponse{Name: e.s.name, Labels: e.s.labels}
+	return e.s.Report(), nil
+}
+
+// Report describes the driver tree: what Exporter.Report answers, and what
+// an exporter registers with its controller.
+func (s *Server) Report() *pb.ReportResponse {
+	t := s.tree
+	r := &pb.ReportResponse{Name: s.name, Labels: s.labels}
 	for _, en := range t.order {
 		n := &pb.DriverNode{Path: en.node.Path, Kind: en.kind, Ref: en.node.Ref}
 		if i := strings.LastIndex(en.node.Path, "."); i >= 0 {
@@ -348,7 +389,7 @@ func (e *exporterService) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.
 		}
 		r.Drivers = append(r.Drivers, n)
 	}
-	return r, nil
+	return r
 }
 
 func (e *exporterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {

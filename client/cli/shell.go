@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,12 +17,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/pogolab/pogo/api/transport"
+	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
-	"github.com/pogolab/pogo/drivers"
-	"github.com/pogolab/pogo/exporter"
-	"github.com/pogolab/pogo/exporter/config"
 )
 
 // ExitError carries a command's exit status out of `jmp shell`.
@@ -31,8 +27,13 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// Shell returns `jmp shell`.
-func Shell() *cobra.Command {
+// LocalExporter serves the exporter config at cfgPath in this process, on
+// a unix socket in dir, for `jmp shell --exporter-config`; stop ends it
+// (resetting the drivers). cmd/jmp gives exporter/daemon's.
+type LocalExporter func(ctx context.Context, cfgPath, dir string) (target string, stop func() error, err error)
+
+// Shell returns `jmp shell`; local serves --exporter-config.
+func Shell(local LocalExporter) *cobra.Command {
 	var (
 		cfgPath, addr, passphrase, fingerprint, ca string
 		insecure, keep                             bool
@@ -72,7 +73,7 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 			case cfgPath != "" && addr != "":
 				return errors.New("give either --exporter-config or --exporter, not both")
 			case cfgPath != "":
-				return shellLocal(ctx, cfgPath, keep, args)
+				return shellLocal(ctx, local, cfgPath, keep, args)
 			case addr != "":
 				opts := client.Options{Passphrase: passphrase, Fingerprint: fingerprint, CAFile: ca, Insecure: insecure}
 				return shellDirect(ctx, addr, opts, keep, args)
@@ -97,29 +98,18 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 	return cmd
 }
 
-func shellLocal(ctx context.Context, cfgPath string, keep bool, args []string) error {
-	f, err := config.Load(cfgPath)
-	if err != nil {
-		return err
-	}
+func shellLocal(ctx context.Context, local LocalExporter, cfgPath string, keep bool, args []string) error {
 	dir, err := os.MkdirTemp("", "jmp-shell-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "exporter.sock")
-	l, err := transport.ListenUnix(sock)
+	target, stop, err := local(ctx, cfgPath, dir)
 	if err != nil {
 		return err
 	}
-	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default()})
-	if err != nil {
-		l.Close()
-		return err
-	}
-	go srv.Serve(l)
-	defer srv.Stop()
-	return runHeld(ctx, "unix://"+sock, client.Options{}, keep, dir, args)
+	defer stop()
+	return runHeld(ctx, target, client.Options{}, keep, dir, args)
 }
 
 func shellDirect(ctx context.Context, addr string, opts client.Options, keep bool, args []string) error {
@@ -167,15 +157,15 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 	cmd := exec.Command(lookPath(args[0], bin+string(os.PathListSeparator)+path), args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(),
-		client.EnvHost+"="+target,
-		client.EnvSession+"="+sess.Token,
+		rpcmeta.EnvHost+"="+target,
+		rpcmeta.EnvSession+"="+sess.Token,
 		"PATH="+bin+string(os.PathListSeparator)+path,
 	)
 	if opts.Passphrase != "" {
-		cmd.Env = append(cmd.Env, client.EnvPassphrase+"="+opts.Passphrase)
+		cmd.Env = append(cmd.Env, rpcmeta.EnvPassphrase+"="+opts.Passphrase)
 	}
 	if opts.Fingerprint != "" {
-		cmd.Env = append(cmd.Env, client.EnvFingerprint+"="+opts.Fingerprint)
+		cmd.Env = append(cmd.Env, rpcmeta.EnvFingerprint+"="+opts.Fingerprint)
 	}
 	// The terminal's ^C belongs to the command; SIGTERM is passed on.
 	sigs := make(chan os.Signal, 1)

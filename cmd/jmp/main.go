@@ -41,7 +41,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), &cobra.Command{
+	root.AddCommand(daemon.Command(), cli.Shell(daemon.ServeLocal), controller.Command(), bmcsim.Command(), bundles.Command(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -12,17 +12,20 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/exporter/config"
 )
 
 // Hooks runs exporter.yaml's beforeLease/afterLease scripts with j wired
-// to the exporter itself: the hook holds a session on the exporter's local
-// socket (power is left as the script leaves it).
+// to the exporter itself: the hook holds a session on the exporter, and its
+// j reaches it on the local socket (power is left as the script leaves it).
 type Hooks struct {
 	Before, After *config.Hook
 	// Target is the exporter's local socket ("unix://…").
 	Target string
+	// Open opens a session for holder that keeps power at its end
+	// (exporter.Server.OpenSession).
+	Open func(holder string) (token string, end func(), err error)
 	// Dir is a private directory for the j symlink.
 	Dir  string
 	Link *Link
@@ -60,16 +63,11 @@ func (h *Hooks) run(ctx context.Context, which string, hook *config.Hook, a Assi
 	name := "hook:" + which
 	h.Link.SetHook(name)
 	defer h.Link.SetHook("")
-	c, err := client.Dial(ctx, h.Target, client.Options{Name: name})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: true})
+	token, end, err := h.Open(name)
 	if err != nil {
 		return fmt.Errorf("open a session on the exporter: %w", err)
 	}
-	defer sess.Close()
+	defer end()
 	bin := filepath.Join(h.Dir, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return err
@@ -88,8 +86,8 @@ func (h *Hooks) run(ctx context.Context, which string, hook *config.Hook, a Assi
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = append(os.Environ(),
-		client.EnvHost+"="+h.Target,
-		client.EnvSession+"="+sess.Token,
+		rpcmeta.EnvHost+"="+h.Target,
+		rpcmeta.EnvSession+"="+token,
 		"JMP_LEASE_ID="+a.Lease,
 		"JMP_LEASE_CLIENT="+a.Client,
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),

@@ -136,3 +136,25 @@ func DefaultSocket(name string) string {
 	}
 	return filepath.Join(dir, "pogo", name+".sock")
 }
+
+// ServeLocal serves the exporter config at cfgPath in this process on a
+// unix socket in dir (jmp shell --exporter-config) and returns its target;
+// stop ends the session, resets the drivers and closes them.
+func ServeLocal(ctx context.Context, cfgPath, dir string) (target string, stop func() error, err error) {
+	f, err := config.Load(cfgPath)
+	if err != nil {
+		return "", nil, err
+	}
+	sock := filepath.Join(dir, "exporter.sock")
+	l, err := transport.ListenUnix(sock)
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default()})
+	if err != nil {
+		l.Close()
+		return "", nil, err
+	}
+	go srv.Serve(l)
+	return "unix://" + sock, srv.Stop, nil
+}

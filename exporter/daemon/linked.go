@@ -11,9 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/transport"
-	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -38,6 +36,8 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		return err
 	}
 	defer os.Remove(socket)
+	// link is assigned before anything is served: the Holder closure reads
+	// it on every session request.
 	var link *controllerlink.Link
 	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: stateDir}, exporter.Options{
 		Log: log,
@@ -57,26 +57,27 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 			log.Error("closing drivers", "err", serr)
 		}
 	}()
-	go srv.Serve(l)
 	target := "unix://" + socket
-	report, err := localReport(ctx, target)
-	if err != nil {
-		return err
-	}
 	hookDir, err := os.MkdirTemp("", "pogo-hooks-")
 	if err != nil {
+		l.Close()
 		return err
 	}
 	defer os.RemoveAll(hookDir)
-	hooks := &controllerlink.Hooks{Before: f.Hooks.BeforeLease, After: f.Hooks.AfterLease, Target: target, Dir: hookDir, Log: log}
+	hooks := &controllerlink.Hooks{
+		Before: f.Hooks.BeforeLease, After: f.Hooks.AfterLease, Target: target, Dir: hookDir, Log: log,
+		Open: func(holder string) (string, func(), error) { return srv.OpenSession(holder, true) },
+	}
 	m := newExporterMetrics()
 	link, err = controllerlink.New(controllerlink.Options{
 		Endpoint: f.Endpoint, Token: f.Token, CA: f.TLS.CA, Insecure: f.TLS.Insecure,
-		Labels: f.Metadata.Labels, Report: report, Log: log,
+		Labels: f.Metadata.Labels, Report: srv.Report(), Log: log,
 		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) {
 			if old.Lease != "" {
 				srv.EndSession("lease " + old.Lease + " ended")
-				resetBoard(ctx, log, srv, old.Lease)
+				// Leased sessions keep power across tunnel drops, so the
+				// lease end is when the board goes off.
+				_ = srv.Reset("lease " + old.Lease + " ended")
 				m.leased.Set(0)
 				handleHook(ctx, log, link, cancel, hooks.Run(ctx, "afterLease", old), old)
 			}
@@ -88,8 +89,10 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		},
 	})
 	if err != nil {
+		l.Close()
 		return err
 	}
+	go srv.Serve(l)
 	hooks.Link = link
 	defer link.Close()
 	link.CountBytes = func(in, out int) {
@@ -134,21 +137,6 @@ func handleHook(ctx context.Context, log *slog.Logger, link *controllerlink.Link
 	}
 }
 
-func localReport(ctx context.Context, target string) (*pb.ReportResponse, error) {
-	c, err := client.Dial(ctx, target, client.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	r, err := c.Report(rctx)
-	if err != nil {
-		return nil, fmt.Errorf("report of the driver tree: %w", err)
-	}
-	return r, nil
-}
-
 type exporterMetrics struct {
 	reg    *prometheus.Registry
 	leased prometheus.Gauge
@@ -165,17 +153,4 @@ func newExporterMetrics() *exporterMetrics {
 	}
 	m.reg.MustRegister(m.leased, m.bytes)
 	return m
-}
-
-// resetBoard puts the drivers into their safe state at lease end: leased
-// sessions keep power across tunnel drops, so the lease end is when the
-// board goes off.
-func resetBoard(ctx context.Context, log *slog.Logger, srv *exporter.Server, lease string) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-	defer cancel()
-	if err := srv.Tree().Reset(rctx); err != nil {
-		log.Error("reset to safe state after lease", "lease", lease, "err", err)
-		return
-	}
-	log.Info("drivers reset to safe state", "why", "lease "+lease+" ended")
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/onsi/gomega"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
@@ -87,7 +88,7 @@ func Open(ctx context.Context, opts Options) (*Board, error) {
 		opts.Log = ginkgo.GinkgoWriter
 	}
 	b := &Board{}
-	if os.Getenv(client.EnvHost) != "" {
+	if os.Getenv(rpcmeta.EnvHost) != "" {
 		c, err := client.FromEnv(ctx)
 		if err != nil {
 			return nil, err
