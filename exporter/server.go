@@ -188,6 +188,9 @@ func (s *Server) Reset(why string) error {
 	return nil
 }
 
+// Kind implements drivers.Resolver.
+func (s *Server) Kind(d drivers.Driver) string { return s.tree.host.Kind(d) }
+
 // Resolve implements drivers.Resolver.
 func (s *Server) Resolve(ctx context.Context) (drivers.Driver, string, error) {
 	path := rpcmeta.Incoming(ctx, rpcmeta.PathKey)
