@@ -165,7 +165,7 @@ func (l *Lab) Exporter(name string, labels map[string]string, token, exportYAML 
 		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) {
 			if old.Lease != "" {
 				srv.EndSession("lease " + old.Lease + " ended")
-				_ = srv.Tree().Reset(ctx)
+				_ = srv.Reset("lease " + old.Lease + " ended")
 			}
 		},
 	})
