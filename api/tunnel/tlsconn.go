@@ -64,7 +64,7 @@ func (b *BatchConn) release() {
 	}
 }
 
-// buffered is how many bytes read from the network await crypto/tls.
+// Buffered is how many bytes read from the network await crypto/tls.
 func (b *BatchConn) Buffered() int {
 	b.rmu.Lock()
 	defer b.rmu.Unlock()
@@ -149,6 +149,6 @@ func (t *TLSConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// buffered is how many bytes arrived but are not yet decrypted records
+// Buffered is how many bytes arrived but are not yet decrypted records
 // (a lower bound: crypto/tls may hold more).
 func (t *TLSConn) Buffered() int { return t.b.Buffered() }
