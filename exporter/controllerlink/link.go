@@ -1,3 +1,8 @@
+// Package controllerlink connects an exporter out to a lab controller:
+// it registers, keeps the Listen stream open (reconnecting with backoff),
+// follows the lease the controller assigns, runs the lease hooks and turns
+// the controller's dial requests into router tunnels that it yields as a
+// net.Listener for the exporter's gRPC server.
 package controllerlink
 
 import (
