@@ -69,8 +69,12 @@ lint: $(BIN)/actionlint
 
 # Installs what is missing, then runs every test. Ginkgo suites skip the
 # hardware and long labels unless given -ginkgo.label-filter (specs/board).
+# Packages whose tests boot QEMU run without the race detector (TCG is slow
+# enough); every other package runs with it.
+QEMU_PKGS := /drivers/qemu$$|/drivers/flasher$$|/specs/boot$$|/specs/flash$$
 test: preflight check-generate lint build bundle
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m -race $$($(GO) list ./... | grep -Ev '$(QEMU_PKGS)')
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -E '$(QEMU_PKGS)')
 
 bench: preflight build bundle
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...

@@ -24,20 +24,9 @@ import (
 	"github.com/pogolab/pogo/api/pin"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/power"
-)
-
-// Environment variables set inside `jmp shell` for j and for specs.
-const (
-	EnvHost        = "JMP_HOST"
-	EnvSession     = "JMP_SESSION"
-	EnvPassphrase  = "JMP_PASSPHRASE"
-	EnvFingerprint = "JMP_FINGERPRINT"
-	// EnvCA and EnvInsecure carry jmp shell's --ca and --insecure (direct
-	// mode) to the commands it runs.
-	EnvCA       = "JMP_CA"
-	EnvInsecure = "JMP_INSECURE"
 )
 
 // Options say how to reach an exporter.
@@ -70,15 +59,10 @@ type Client struct {
 // Dial connects to target: "unix:///path/to.sock" or "host:port".
 func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 	c := &Client{opts: opts, token: opts.Session}
-	dopts := []grpc.DialOption{
+	dopts := transport.DialOptions(
 		grpc.WithChainUnaryInterceptor(c.unaryMeta),
 		grpc.WithChainStreamInterceptor(c.streamMeta),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
-		grpc.WithInitialWindowSize(4 << 20),
-		grpc.WithInitialConnWindowSize(16 << 20),
-		grpc.WithWriteBufferSize(1 << 20),
-		grpc.WithReadBufferSize(1 << 20),
-	}
+	)
 	if opts.Dialer != nil {
 		dopts = append(dopts, grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return opts.Dialer(ctx, a) }))
 	}
@@ -86,7 +70,7 @@ func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 	case strings.HasPrefix(target, "unix:"):
 		dopts = append(dopts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if opts.Dialer == nil {
-			dopts = append(dopts, grpc.WithContextDialer(dialUnix))
+			dopts = append(dopts, grpc.WithContextDialer(transport.DialUnix))
 		}
 	default:
 		creds, err := tlsCreds(opts)
@@ -106,16 +90,16 @@ func Dial(ctx context.Context, target string, opts Options) (*Client, error) {
 
 // FromEnv connects to the exporter of the enclosing `jmp shell`.
 func FromEnv(ctx context.Context) (*Client, error) {
-	host := os.Getenv(EnvHost)
+	host := os.Getenv(rpcmeta.EnvHost)
 	if host == "" {
-		return nil, fmt.Errorf("%s is not set: run this inside `jmp shell` (jmp shell --exporter-config exporter.yaml)", EnvHost)
+		return nil, fmt.Errorf("%s is not set: run this inside `jmp shell` (jmp shell --exporter-config exporter.yaml)", rpcmeta.EnvHost)
 	}
 	return Dial(ctx, host, Options{
-		Session:     os.Getenv(EnvSession),
-		Passphrase:  os.Getenv(EnvPassphrase),
-		Fingerprint: os.Getenv(EnvFingerprint),
-		CAFile:      os.Getenv(EnvCA),
-		Insecure:    os.Getenv(EnvInsecure) == "1" || os.Getenv(EnvInsecure) == "true",
+		Session:     os.Getenv(rpcmeta.EnvSession),
+		Passphrase:  os.Getenv(rpcmeta.EnvPassphrase),
+		Fingerprint: os.Getenv(rpcmeta.EnvFingerprint),
+		CAFile:      os.Getenv(rpcmeta.EnvCA),
+		Insecure:    os.Getenv(rpcmeta.EnvInsecure) == "1" || os.Getenv(rpcmeta.EnvInsecure) == "true",
 	})
 }
 
@@ -291,19 +275,3 @@ func (c *Client) Power(path string) *power.Client { return power.NewClient(c.con
 
 // Console returns the console driver at path.
 func (c *Client) Console(path string) *console.Client { return console.NewClient(c.conn, path) }
-
-// dialUnix connects to a unix socket with buffers large enough for bulk
-// streams (the kernel default of about 200 KiB costs many syscalls per
-// message; the kernel caps the request at net.core.[rw]mem_max).
-func dialUnix(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", strings.TrimPrefix(strings.TrimPrefix(addr, "unix://"), "unix:"))
-	if err != nil {
-		return nil, err
-	}
-	if uc, ok := c.(*net.UnixConn); ok {
-		_ = uc.SetReadBuffer(4 << 20)
-		_ = uc.SetWriteBuffer(4 << 20)
-	}
-	return c, nil
-}

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 )
 
@@ -80,7 +79,7 @@ func ChildAs[T any](b *Build, name, capability string) (T, error) {
 	}
 	t, ok := d.(T)
 	if !ok {
-		return zero, &ChildError{Name: name, Msg: fmt.Sprintf("is %s, which does not serve %s", KindOf(d), capability)}
+		return zero, &ChildError{Name: name, Msg: fmt.Sprintf("is %s, which does not serve %s", b.Host.Kind(d), capability)}
 	}
 	return t, nil
 }
@@ -97,8 +96,6 @@ var (
 	mu    sync.RWMutex
 	kinds = map[string]*Kind{}
 	alias = map[string]*Kind{}
-	// kindOf remembers the kind of each built driver for reports.
-	kindOf sync.Map
 )
 
 // Register adds a kind. It panics on a duplicate name, which is a
@@ -141,25 +138,14 @@ func Names() []string {
 	return out
 }
 
-// New builds a driver of kind k and remembers its kind.
+// New builds a driver of kind k; b.Host remembers its kind.
 func New(ctx context.Context, k *Kind, b *Build) (Driver, error) {
 	d, err := k.New(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	kindOf.Store(d, k.Name)
+	b.Host.remember(d, k.Name)
 	return d, nil
-}
-
-// Forget drops what the registry remembers about d once it is closed.
-func Forget(d Driver) { kindOf.Delete(d) }
-
-// KindOf names d's kind, or its Go type when it was not built by New.
-func KindOf(d Driver) string {
-	if n, ok := kindOf.Load(d); ok {
-		return n.(string)
-	}
-	return strings.TrimPrefix(fmt.Sprintf("%T", d), "*")
 }
 
 // SessionObserver is a driver that wants to know when a client starts and

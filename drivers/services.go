@@ -15,6 +15,8 @@ import (
 // the exporter has checked the caller holds the session.
 type Resolver interface {
 	Resolve(ctx context.Context) (Driver, string, error)
+	// Kind names a resolved driver's kind (drivers.Host.Kind).
+	Kind(d Driver) string
 }
 
 // Service is a capability's gRPC face on the exporter.
@@ -75,7 +77,7 @@ func ResolveAs[T any](ctx context.Context, r Resolver, capability string) (T, er
 	}
 	t, ok := d.(T)
 	if !ok {
-		return zero, fmt.Errorf("driver %q (%s) does not serve %s: %w", path, KindOf(d), capability, errdefs.ErrUnsupported)
+		return zero, fmt.Errorf("driver %q (%s) does not serve %s: %w", path, r.Kind(d), capability, errdefs.ErrUnsupported)
 	}
 	return t, nil
 }

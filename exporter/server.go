@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter/config"
 )
@@ -119,16 +119,10 @@ func New(ctx context.Context, f *config.File, host *drivers.Host, opts Options) 
 	if s.name == "" {
 		s.name = "exporter"
 	}
-	sopts := []grpc.ServerOption{
+	sopts := transport.ServerOptions(
 		grpc.ChainUnaryInterceptor(s.unaryGuard),
 		grpc.ChainStreamInterceptor(s.streamGuard),
-		grpc.MaxRecvMsgSize(16 << 20),
-		// Large windows keep bulk streams (images, consoles) at wire speed.
-		grpc.InitialWindowSize(4 << 20),
-		grpc.InitialConnWindowSize(16 << 20),
-		grpc.WriteBufferSize(1 << 20),
-		grpc.ReadBufferSize(1 << 20),
-	}
+	)
 	if opts.TLS != nil {
 		sopts = append(sopts, grpc.Creds(opts.TLS))
 	}
@@ -187,7 +181,7 @@ func (s *Server) Stop() error {
 		s.endSession(sess, "exporter stopping")
 		<-sess.ended
 	} else if s.opts.AlwaysReset || s.isDirty() {
-		s.resetAll("exporter stopping")
+		_ = s.Reset("exporter stopping")
 	}
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -221,19 +215,26 @@ func (s *Server) endSession(sess *session, reason string) {
 	s.mu.Unlock()
 }
 
-func (s *Server) resetAll(why string) {
-	// A reset at a lease's (or session's) end still acts for that lease.
+// Reset puts every driver into its safe state (power off), within
+// resetTimeout, acting for the current lease; why is logged. Sessions that
+// end do it themselves (unless they keep power); a daemon calls it when a
+// lease ends.
+func (s *Server) Reset(why string) error {
 	ctx, cancel := context.WithTimeout(s.withLease(context.Background()), resetTimeout)
 	defer cancel()
 	if err := s.tree.Reset(ctx); err != nil {
 		s.log.Error("reset to safe state failed", "why", why, "err", err)
-		return
+		return err
 	}
 	s.mu.Lock()
 	s.dirty = false
 	s.mu.Unlock()
 	s.log.Info("drivers reset to safe state", "why", why)
+	return nil
 }
+
+// Kind implements drivers.Resolver.
+func (s *Server) Kind(d drivers.Driver) string { return s.tree.host.Kind(d) }
 
 // Resolve implements drivers.Resolver.
 func (s *Server) Resolve(ctx context.Context) (drivers.Driver, string, error) {
@@ -283,13 +284,11 @@ func (s *Server) checkSession(ctx context.Context) error {
 	return nil
 }
 
-const exporterService_ = "/pogo.v1.Exporter/"
-
 func (s *Server) guard(ctx context.Context, method string) error {
 	if err := s.checkPassphrase(ctx); err != nil {
 		return errdefs.ToGRPC(err)
 	}
-	if strings.HasPrefix(method, exporterService_) {
+	if strings.HasPrefix(method, "/"+pb.Exporter_ServiceDesc.ServiceName+"/") {
 		return nil
 	}
 	return errdefs.ToGRPC(s.checkSession(ctx))
@@ -347,68 +346,11 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 	if err != nil {
 		return err
 	}
-	holder := req.GetClient()
-	if holder == "" {
-		holder = "anonymous"
+	sess, hs, err := s.startSession(req.GetClient(), req.GetKeepPower(), stream)
+	if err != nil {
+		return errdefs.ToGRPC(err)
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errdefs.ToGRPC(fmt.Errorf("exporter %s is shutting down: %w", s.name, errdefs.ErrUnavailable))
-	}
-	if s.opts.Holder != nil {
-		if want, leased := s.opts.Holder(); !leased || want != holder {
-			s.mu.Unlock()
-			return errdefs.ToGRPC(fmt.Errorf("exporter %s is not leased to %s: %w", s.name, holder, errdefs.ErrNotHeld))
-		}
-	}
-	if cur := s.session; cur != nil {
-		s.mu.Unlock()
-		return errdefs.ToGRPC(fmt.Errorf("exporter %s in use by %s since %s: %w", s.name, cur.holder, cur.since.Format(time.RFC3339), errdefs.ErrInUse))
-	}
-	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: req.GetKeepPower(), end: make(chan struct{}), ended: make(chan struct{})}
-	s.session = sess
-	s.dirty = true
-	var hs *hookSession
-	if s.hooks != nil {
-		// The session is the lease: its hooks hold the exporter first.
-		hs = s.hooks.begin(s, stream, holder)
-	}
-	s.mu.Unlock()
-	if hs != nil {
-		if err := hs.before(); err != nil {
-			return errdefs.ToGRPC(err)
-		}
-	}
-	s.log.Info("session started", "holder", holder)
-	s.tree.each(func(d drivers.Driver) {
-		if o, ok := d.(drivers.SessionObserver); ok {
-			o.SessionStart(holder)
-		}
-	})
-
-	defer func() {
-		if hs != nil {
-			hs.after()
-		}
-		if !sess.keep {
-			s.resetAll("session of " + holder + " ended")
-		}
-		s.tree.each(func(d drivers.Driver) {
-			if o, ok := d.(drivers.SessionObserver); ok {
-				o.SessionEnd()
-			}
-		})
-		s.mu.Lock()
-		s.session = nil
-		s.mu.Unlock()
-		close(sess.ended)
-		s.log.Info("session ended", "holder", holder)
-		if hs != nil {
-			hs.finish()
-		}
-	}()
-
+	defer s.finishSession(sess, hs)
 	if err := sendEvent(stream, hs, &pb.SessionEvent{Token: sess.token, Since: timestamppb.New(sess.since)}); err != nil {
 		return err
 	}
@@ -422,20 +364,117 @@ func (e *exporterService) Session(stream pb.Exporter_SessionServer) error {
 		}
 	}()
 	select {
-	case err := <-recvDone:
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return nil // the client went away; the session ends either way
+	case <-recvDone:
+		return nil // the client ended the session or went away: it ends either way
 	case <-sess.end:
 		_ = sendEvent(stream, hs, &pb.SessionEvent{Message: "session ended by the exporter"})
 		return nil
 	}
 }
 
+// OpenSession opens a session in this process for holder (a lease hook),
+// as Exporter.Session does for a remote client: the token goes in the
+// calls' metadata. end ends the session and returns once the drivers are
+// reset (unless keepPower); the server may end it first (EndSession, Stop).
+func (s *Server) OpenSession(holder string, keepPower bool) (token string, end func(), err error) {
+	sess, _, err := s.startSession(holder, keepPower, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+		case <-sess.end:
+		}
+		s.finishSession(sess, nil)
+	}()
+	var once sync.Once
+	return sess.token, func() {
+		once.Do(func() { close(done) })
+		<-sess.ended
+	}, nil
+}
+
+// startSession admits holder's session when the exporter is free (and, with
+// a controller, leased to holder). Given the session's stream and session
+// hooks (direct and local mode), the session is the lease: beforeLease runs
+// first, its output on the stream, and may refuse the session.
+func (s *Server) startSession(holder string, keep bool, stream pb.Exporter_SessionServer) (*session, *hookSession, error) {
+	if holder == "" {
+		holder = "anonymous"
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil, fmt.Errorf("exporter %s is shutting down: %w", s.name, errdefs.ErrUnavailable)
+	}
+	if s.opts.Holder != nil {
+		if want, leased := s.opts.Holder(); !leased || want != holder {
+			s.mu.Unlock()
+			return nil, nil, fmt.Errorf("exporter %s is not leased to %s: %w", s.name, holder, errdefs.ErrNotHeld)
+		}
+	}
+	if cur := s.session; cur != nil {
+		s.mu.Unlock()
+		return nil, nil, fmt.Errorf("exporter %s in use by %s since %s: %w", s.name, cur.holder, cur.since.Format(time.RFC3339), errdefs.ErrInUse)
+	}
+	sess := &session{token: newToken(), holder: holder, since: time.Now(), keep: keep, end: make(chan struct{}), ended: make(chan struct{})}
+	s.session = sess
+	s.dirty = true
+	var hs *hookSession
+	if s.hooks != nil && stream != nil {
+		hs = s.hooks.begin(s, stream, holder)
+	}
+	s.mu.Unlock()
+	if hs != nil {
+		// A refused session is already cleaned up by before.
+		if err := hs.before(); err != nil {
+			return nil, nil, err
+		}
+	}
+	s.log.Info("session started", "holder", holder)
+	s.tree.each(func(d drivers.Driver) {
+		if o, ok := d.(drivers.SessionObserver); ok {
+			o.SessionStart(holder)
+		}
+	})
+	return sess, hs, nil
+}
+
+// finishSession runs afterLease (session hooks), resets the drivers (unless
+// the session keeps power) and frees the exporter.
+func (s *Server) finishSession(sess *session, hs *hookSession) {
+	if hs != nil {
+		hs.after()
+	}
+	if !sess.keep {
+		_ = s.Reset("session of " + sess.holder + " ended")
+	}
+	s.tree.each(func(d drivers.Driver) {
+		if o, ok := d.(drivers.SessionObserver); ok {
+			o.SessionEnd()
+		}
+	})
+	s.mu.Lock()
+	s.session = nil
+	s.mu.Unlock()
+	close(sess.ended)
+	s.log.Info("session ended", "holder", sess.holder)
+	if hs != nil {
+		hs.finish()
+	}
+}
+
 func (e *exporterService) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.ReportResponse, error) {
-	t := e.s.tree
-	r := &pb.ReportResponse{Name: e.s.name, Labels: e.s.labels}
+	return e.s.Report(), nil
+}
+
+// Report describes the driver tree: what Exporter.Report answers, and what
+// an exporter registers with its controller.
+func (s *Server) Report() *pb.ReportResponse {
+	t := s.tree
+	r := &pb.ReportResponse{Name: s.name, Labels: s.labels}
 	for _, en := range t.order {
 		n := &pb.DriverNode{Path: en.node.Path, Kind: en.kind, Ref: en.node.Ref}
 		if i := strings.LastIndex(en.node.Path, "."); i >= 0 {
@@ -453,7 +492,7 @@ func (e *exporterService) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.
 		}
 		r.Drivers = append(r.Drivers, n)
 	}
-	return r, nil
+	return r
 }
 
 func (e *exporterService) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {

@@ -155,7 +155,7 @@ func (h *hookSession) before() error {
 	// The session never starts: the board goes back to its safe state and
 	// the exporter is free (or exits).
 	h.endedByHook = true
-	s.resetAll("beforeLease hook ended the session")
+	_ = s.Reset("beforeLease hook ended the session")
 	s.mu.Lock()
 	s.session = nil
 	s.lease = drivers.Lease{}

@@ -162,7 +162,7 @@ func (t *Tree) Reset(ctx context.Context) error {
 	for i := len(t.built) - 1; i >= 0; i-- {
 		if r, ok := t.built[i].(drivers.Resetter); ok {
 			if err := r.Reset(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("reset %s: %w", drivers.KindOf(t.built[i]), err))
+				errs = append(errs, fmt.Errorf("reset %s: %w", t.host.Kind(t.built[i]), err))
 			}
 		}
 	}
@@ -186,7 +186,6 @@ func (t *Tree) Close() error {
 	var errs []error
 	for i := len(t.built) - 1; i >= 0; i-- {
 		errs = append(errs, t.built[i].Close())
-		drivers.Forget(t.built[i])
 	}
 	t.built = nil
 	if t.host != nil {

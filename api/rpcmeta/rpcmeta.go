@@ -1,5 +1,6 @@
 // Package rpcmeta names the gRPC metadata keys every pogo call carries and
-// reads and writes them.
+// reads and writes them, and the environment that tells j and specs
+// inside `jmp shell` (or a lease hook) which exporter and session to use.
 package rpcmeta
 
 import (
@@ -15,6 +16,18 @@ const (
 	SessionKey = "pogo-session"
 	// PassphraseKey carries the direct-mode passphrase.
 	PassphraseKey = "pogo-passphrase"
+)
+
+// Environment variables set inside `jmp shell` and lease hooks for j and for specs.
+const (
+	EnvHost        = "JMP_HOST"
+	EnvSession     = "JMP_SESSION"
+	EnvPassphrase  = "JMP_PASSPHRASE"
+	EnvFingerprint = "JMP_FINGERPRINT"
+	// EnvCA and EnvInsecure carry jmp shell's --ca and --insecure (direct
+	// mode) to the commands it runs.
+	EnvCA       = "JMP_CA"
+	EnvInsecure = "JMP_INSECURE"
 )
 
 // WithPath returns ctx with the driver path set on outgoing calls.

@@ -18,8 +18,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client/lease"
-	"github.com/pogolab/pogo/lab/controller"
 )
 
 // Commands returns the controller-facing commands: login, create, get,
@@ -374,9 +374,9 @@ func adminCmd() *cobra.Command {
 		Use:   "admin",
 		Short: "Administer the controller (on its host, through admin.sock in its data dir)",
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", controller.DefaultDataDir(), "the controller's data dir")
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", transport.ControllerDataDir(), "the controller's data dir")
 	admin := func() (pb.AdminClient, func(), error) {
-		conn, err := controller.DialAdmin(dataDir)
+		conn, err := transport.DialAdmin(dataDir)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -19,9 +19,9 @@ import (
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
-	"github.com/pogolab/pogo/exporter"
 )
 
 // leaseProxy serves a leased exporter on a local socket for the commands
@@ -46,8 +46,6 @@ type leaseProxy struct {
 	opened   chan struct{}
 	openOnce sync.Once
 }
-
-const sessionMethod = "/pogo.v1.Exporter/Session"
 
 // proxyToken is the JMP_SESSION the shell's commands present; the proxy
 // swaps in the real one.
@@ -134,14 +132,14 @@ func (p *leaseProxy) hold(ctx context.Context) {
 }
 
 func (p *leaseProxy) serve(l net.Listener) *grpc.Server {
-	s := grpc.NewServer(grpc.UnknownServiceHandler(p.handle), grpc.ForceServerCodec(rawCodec{}), grpc.MaxRecvMsgSize(16<<20))
+	s := grpc.NewServer(transport.ServerOptions(grpc.UnknownServiceHandler(p.handle), grpc.ForceServerCodec(rawCodec{}))...)
 	go s.Serve(l)
 	return s
 }
 
 func (p *leaseProxy) handle(_ any, ss grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(ss)
-	if method == sessionMethod {
+	if method == pb.Exporter_Session_FullMethodName {
 		return p.session(ss)
 	}
 	ctx := ss.Context()
@@ -333,7 +331,7 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 	}
 	defer os.RemoveAll(dir)
 	sock := dir + "/exporter.sock"
-	ln, err := exporter.ListenUnix(sock)
+	ln, err := transport.ListenUnix(sock)
 	if err != nil {
 		return err
 	}

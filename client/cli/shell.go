@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,11 +18,9 @@ import (
 	"github.com/spf13/cobra"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
-	"github.com/pogolab/pogo/drivers"
-	"github.com/pogolab/pogo/exporter"
-	"github.com/pogolab/pogo/exporter/config"
 )
 
 // ExitError carries a command's exit status out of `jmp shell`.
@@ -31,8 +28,13 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// Shell returns `jmp shell`.
-func Shell() *cobra.Command {
+// LocalExporter serves the exporter config at cfgPath in this process, on
+// a unix socket in dir, for `jmp shell --exporter-config`; stop ends it
+// (resetting the drivers). cmd/jmp gives exporter/daemon's.
+type LocalExporter func(ctx context.Context, cfgPath, dir string) (target string, stop func() error, err error)
+
+// Shell returns `jmp shell`; local serves --exporter-config.
+func Shell(local LocalExporter) *cobra.Command {
 	var (
 		cfgPath, addr, passphrase, fingerprint, ca string
 		insecure, keep                             bool
@@ -72,7 +74,7 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 			case cfgPath != "" && addr != "":
 				return errors.New("give either --exporter-config or --exporter, not both")
 			case cfgPath != "":
-				return shellLocal(ctx, cfgPath, keep, args)
+				return shellLocal(ctx, local, cfgPath, keep, args)
 			case addr != "":
 				opts := client.Options{Passphrase: passphrase, Fingerprint: fingerprint, CAFile: ca, Insecure: insecure}
 				return shellDirect(ctx, addr, opts, keep, args)
@@ -97,31 +99,18 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 	return cmd
 }
 
-func shellLocal(ctx context.Context, cfgPath string, keep bool, args []string) error {
-	f, err := config.Load(cfgPath)
-	if err != nil {
-		return err
-	}
+func shellLocal(ctx context.Context, local LocalExporter, cfgPath string, keep bool, args []string) error {
 	dir, err := os.MkdirTemp("", "jmp-shell-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "exporter.sock")
-	l, err := exporter.ListenUnix(sock)
+	target, stop, err := local(ctx, cfgPath, dir)
 	if err != nil {
 		return err
 	}
-	// The shell's session is the lease the config's hooks run around.
-	hooks := &exporter.SessionHooks{Host: "unix://" + sock, Dir: filepath.Join(dir, "hooks")}
-	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default(), SessionHooks: hooks})
-	if err != nil {
-		l.Close()
-		return err
-	}
-	go srv.Serve(l)
-	defer srv.Stop()
-	return runHeld(ctx, "unix://"+sock, client.Options{}, keep, dir, args)
+	defer stop()
+	return runHeld(ctx, target, client.Options{}, keep, dir, args)
 }
 
 func shellDirect(ctx context.Context, addr string, opts client.Options, keep bool, args []string) error {
@@ -170,26 +159,26 @@ func runHeld(ctx context.Context, target string, opts client.Options, keep bool,
 	cmd := exec.Command(lookPath(args[0], bin+string(os.PathListSeparator)+path), args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(),
-		client.EnvHost+"="+target,
-		client.EnvSession+"="+sess.Token,
+		rpcmeta.EnvHost+"="+target,
+		rpcmeta.EnvSession+"="+sess.Token,
 		"PATH="+bin+string(os.PathListSeparator)+path,
 	)
 	cmd.Env = append(cmd.Env, env...)
 	if opts.Passphrase != "" {
-		cmd.Env = append(cmd.Env, client.EnvPassphrase+"="+opts.Passphrase)
+		cmd.Env = append(cmd.Env, rpcmeta.EnvPassphrase+"="+opts.Passphrase)
 	}
 	if opts.Fingerprint != "" {
-		cmd.Env = append(cmd.Env, client.EnvFingerprint+"="+opts.Fingerprint)
+		cmd.Env = append(cmd.Env, rpcmeta.EnvFingerprint+"="+opts.Fingerprint)
 	}
 	if opts.CAFile != "" {
 		ca, err := filepath.Abs(opts.CAFile)
 		if err != nil {
 			return err
 		}
-		cmd.Env = append(cmd.Env, client.EnvCA+"="+ca)
+		cmd.Env = append(cmd.Env, rpcmeta.EnvCA+"="+ca)
 	}
 	if opts.Insecure {
-		cmd.Env = append(cmd.Env, client.EnvInsecure+"=1")
+		cmd.Env = append(cmd.Env, rpcmeta.EnvInsecure+"=1")
 	}
 	// The terminal's ^C belongs to the command; SIGTERM is passed on.
 	sigs := make(chan os.Signal, 1)

@@ -14,10 +14,10 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/token"
+	"github.com/pogolab/pogo/api/transport"
+	"github.com/pogolab/pogo/api/tunnel"
 	"github.com/pogolab/pogo/client"
-	"github.com/pogolab/pogo/exporter/controllerlink"
-	"github.com/pogolab/pogo/lab/controller/auth"
-	"github.com/pogolab/pogo/lab/controller/router"
 )
 
 // Client talks to a controller as one client identity.
@@ -27,25 +27,25 @@ type Client struct {
 	conn   *grpc.ClientConn
 	leases pb.LeasesClient
 	// end opens the client's tunnel ends.
-	end router.End
+	end tunnel.End
 }
 
 // Dial connects to the controller of cfg (lazily; calls wait for it).
 func Dial(cfg Config) (*Client, error) {
-	_, name, _, err := auth.ParseToken(cfg.Token)
+	_, name, _, err := token.ParseToken(cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("client token: %w", err)
 	}
-	conn, err := controllerlink.Conn(cfg.Endpoint, cfg.Token, cfg.CA, cfg.Insecure, cfg.NoTLS)
+	conn, err := transport.DialController(cfg.Endpoint, cfg.Token, cfg.CA, cfg.Insecure, cfg.NoTLS)
 	if err != nil {
 		return nil, err
 	}
-	end := router.End{Bearer: cfg.Token}
+	end := tunnel.End{Bearer: cfg.Token}
 	if !cfg.NoTLS {
 		// Conn accepted the same CA a moment ago.
-		end.TLS, _ = auth.ClientTLS(cfg.CA, cfg.Insecure)
+		end.TLS, _ = transport.ControllerTLS(cfg.CA, cfg.Insecure)
 	}
-	if end.ID, err = router.NewIdentity("client " + name); err != nil {
+	if end.ID, err = tunnel.NewIdentity("client " + name); err != nil {
 		conn.Close()
 		return nil, err
 	}

@@ -45,7 +45,7 @@ func run() int {
 		SilenceErrors: true,
 	}
 	addLogFlags(root, level)
-	root.AddCommand(daemon.Command(), cli.Shell(), controller.Command(), bmcsim.Command(), bundles.Command(), versionCommand())
+	root.AddCommand(daemon.Command(), cli.Shell(daemon.ServeLocal), controller.Command(), bmcsim.Command(), bundles.Command(), versionCommand())
 	root.AddCommand(cli.Commands()...)
 	return exit(root.ExecuteContext(ctx), "jmp")
 }

@@ -3,7 +3,6 @@ package bmc
 import (
 	"context"
 	"errors"
-	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,7 +48,7 @@ func (s *server) Update(stream pb.Bmc_UpdateServer) error {
 	fw := &forwarder{stream: stream}
 	err = u.Update(ctx, Request{
 		Type:         h.GetType(),
-		Image:        &chunkReader{stream: stream},
+		Image:        drivers.NewChunkReader(stream.Recv, imageChunk, -1),
 		Size:         h.GetImageSize(),
 		Signature:    h.GetSignature(),
 		IgnoreUpdate: h.GetIgnoreUpdate(),
@@ -97,29 +96,13 @@ func (f *forwarder) progress(p blob.Progress) {
 	}}})
 }
 
-// chunkReader reads the image from the client's chunk messages.
-type chunkReader struct {
-	stream pb.Bmc_UpdateServer
-	pend   []byte
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	for len(r.pend) == 0 {
-		m, err := r.stream.Recv()
-		if err != nil {
-			return 0, err
-		}
-		if m.GetHeader() != nil {
-			return 0, errdefs.Invalidf("bmc update: a second header in the image stream")
-		}
-		r.pend = m.GetChunk()
+// imageChunk is the image bytes an update message carries.
+func imageChunk(m *pb.BmcUpdateRequest) ([]byte, error) {
+	if m.GetHeader() != nil {
+		return nil, errdefs.Invalidf("bmc update: a second header in the image stream")
 	}
-	n := copy(p, r.pend)
-	r.pend = r.pend[n:]
-	return n, nil
+	return m.GetChunk(), nil
 }
-
-var _ io.Reader = (*chunkReader)(nil)
 
 func (s *server) Blobs(ctx context.Context, _ *pb.BmcBlobsRequest) (*pb.BmcBlobsResponse, error) {
 	in, err := drivers.ResolveAs[Inspector](ctx, s.r, "bmc")

@@ -2,9 +2,7 @@ package files
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,78 +45,19 @@ func (s *server) Put(stream pb.Files_PutServer) error {
 	if h.Size != nil {
 		want = h.GetSize()
 	}
-	n, err := st.Put(ctx, h.GetName(), &streamReader{s: stream, want: want})
+	n, err := st.Put(ctx, h.GetName(), drivers.NewChunkReader(stream.Recv, putChunk, want))
 	if err != nil {
 		return errdefs.ToGRPC(err)
 	}
 	return stream.SendAndClose(&pb.PutResponse{Size: n})
 }
 
-// streamReader reads a put's content from its stream, and fails instead
-// of ending when the announced size does not match.
-type streamReader struct {
-	s    pb.Files_PutServer
-	want int64
-	got  int64
-	pend []byte
-	err  error
-}
-
-// next receives the next chunk into pend, or sets err.
-func (r *streamReader) next() {
-	for len(r.pend) == 0 && r.err == nil {
-		m, err := r.s.Recv()
-		switch {
-		case errors.Is(err, io.EOF):
-			r.err = io.EOF
-			if r.want >= 0 && r.got != r.want {
-				r.err = errdefs.Invalidf("upload ended after %d bytes of the announced %d", r.got, r.want)
-			}
-		case err != nil:
-			r.err = fmt.Errorf("receive upload: %w", err)
-		case m.GetHeader() != nil:
-			r.err = errdefs.Invalidf("upload carries a second header")
-		default:
-			r.pend = m.GetData()
-			r.got += int64(len(r.pend))
-			if r.want >= 0 && r.got > r.want {
-				r.err = errdefs.Invalidf("upload is longer than the announced %d bytes", r.want)
-				r.pend = nil
-			}
-		}
+// putChunk is the content a put message carries.
+func putChunk(m *pb.PutRequest) ([]byte, error) {
+	if m.GetHeader() != nil {
+		return nil, errdefs.Invalidf("upload carries a second header")
 	}
-}
-
-func (r *streamReader) Read(p []byte) (int, error) {
-	r.next()
-	if len(r.pend) == 0 {
-		return 0, r.err
-	}
-	n := copy(p, r.pend)
-	r.pend = r.pend[n:]
-	return n, nil
-}
-
-// WriteTo writes each chunk as it arrives, so io.Copy makes one write per
-// message instead of copying through a small buffer.
-func (r *streamReader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for {
-		r.next()
-		if len(r.pend) > 0 {
-			n, err := w.Write(r.pend)
-			total += int64(n)
-			r.pend = r.pend[n:]
-			if err != nil {
-				return total, err
-			}
-			continue
-		}
-		if errors.Is(r.err, io.EOF) {
-			return total, nil
-		}
-		return total, r.err
-	}
+	return m.GetData(), nil
 }
 
 func (s *server) List(ctx context.Context, _ *pb.ListRequest) (*pb.ListResponse, error) {

@@ -361,7 +361,6 @@ func (d *Driver) Close() error {
 	var errs []error
 	for i := len(d.owned) - 1; i >= 0; i-- {
 		errs = append(errs, d.owned[i].Close())
-		drivers.Forget(d.owned[i])
 	}
 	d.owned = nil
 	return errors.Join(errs...)

@@ -362,8 +362,7 @@ func (d *Driver) writeStream(ctx context.Context, s *session, st *streamServer, 
 		return Result{}, &stepErr{PhaseWrite, err}
 	}
 	defer rc.Close()
-	cr := &countReader{r: rc}
-	stream, err := image.Open(cr, image.Options{SHA256: p.want, SourceSize: size})
+	stream, err := image.Open(rc, image.Options{SHA256: p.want, SourceSize: size})
 	if err != nil {
 		return Result{}, &stepErr{PhaseWrite, fmt.Errorf("image: %w", err)}
 	}
@@ -408,7 +407,7 @@ func (d *Driver) writeStream(ctx context.Context, s *session, st *streamServer, 
 
 	emit(Event{Phase: PhaseWrite, Message: "writing to " + dev, Total: size})
 	start := time.Now()
-	stop := d.progress(ctx, emit, start, cr.n.Load, size, st.sent.Load)
+	stop := d.progress(ctx, emit, start, stream.SourceRead, size, st.sent.Load)
 	out, code, err := s.run(ctx, d.cfg.FlashTimeout, cmd, prompt)
 	stop()
 	writeDur := time.Since(start)

@@ -27,29 +27,12 @@ type server struct {
 	r drivers.Resolver
 }
 
-// uploadReader reads the image chunks that follow the header.
-type uploadReader struct {
-	s    pb.Flasher_FlashServer
-	pend []byte
-}
-
-func (u *uploadReader) Read(p []byte) (int, error) {
-	for len(u.pend) == 0 {
-		m, err := u.s.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return 0, io.EOF
-			}
-			return 0, err
-		}
-		if m.GetHeader() != nil {
-			return 0, errdefs.Invalidf("flash: a second header arrived in the middle of the upload")
-		}
-		u.pend = m.GetChunk()
+// uploadChunk is the image bytes an upload message carries.
+func uploadChunk(m *pb.FlashRequest) ([]byte, error) {
+	if m.GetHeader() != nil {
+		return nil, errdefs.Invalidf("flash: a second header arrived in the middle of the upload")
 	}
-	n := copy(p, u.pend)
-	u.pend = u.pend[n:]
-	return n, nil
+	return m.GetChunk(), nil
 }
 
 func (s *server) Flash(stream pb.Flasher_FlashServer) error {
@@ -69,7 +52,7 @@ func (s *server) Flash(stream pb.Flasher_FlashServer) error {
 	img := Image{Size: h.GetSize(), Name: h.GetName()}
 	switch src := h.GetSource().(type) {
 	case *pb.FlashHeader_Upload:
-		img.Reader = &uploadReader{s: stream}
+		img.Reader = drivers.NewChunkReader(stream.Recv, uploadChunk, -1)
 	case *pb.FlashHeader_Url:
 		img.URL = src.Url
 	case *pb.FlashHeader_OciRef:

@@ -51,33 +51,19 @@ func (s *server) Write(stream pb.Storage_WriteServer) error {
 	if open == nil {
 		return errdefs.ToGRPC(errdefs.Invalidf("storage: the first message of a write must be open"))
 	}
-	n, err := d.Write(ctx, &streamReader{s: stream}, WriteOptions{Size: open.GetSize(), Truncate: open.GetTruncate()})
+	n, err := d.Write(ctx, drivers.NewChunkReader(stream.Recv, writeChunk, -1), WriteOptions{Size: open.GetSize(), Truncate: open.GetTruncate()})
 	if err != nil {
 		return errdefs.ToGRPC(err)
 	}
 	return stream.SendAndClose(&pb.StorageWriteResponse{Written: n})
 }
 
-// streamReader reads the data messages of a write stream.
-type streamReader struct {
-	s    pb.Storage_WriteServer
-	pend []byte
-}
-
-func (r *streamReader) Read(p []byte) (int, error) {
-	for len(r.pend) == 0 {
-		m, err := r.s.Recv()
-		if err != nil {
-			return 0, err // io.EOF when the client is done
-		}
-		if m.GetOpen() != nil {
-			return 0, errdefs.Invalidf("storage: open sent twice in one write")
-		}
-		r.pend = m.GetData()
+// writeChunk is the data a write message carries.
+func writeChunk(m *pb.StorageWriteRequest) ([]byte, error) {
+	if m.GetOpen() != nil {
+		return nil, errdefs.Invalidf("storage: open sent twice in one write")
 	}
-	n := copy(p, r.pend)
-	r.pend = r.pend[n:]
-	return n, nil
+	return m.GetData(), nil
 }
 
 func (s *server) Read(req *pb.StorageReadRequest, stream pb.Storage_ReadServer) error {

@@ -1,3 +1,8 @@
+// Package controllerlink connects an exporter out to a lab controller:
+// it registers, keeps the Listen stream open (reconnecting with backoff),
+// follows the lease the controller assigns, runs the lease hooks and turns
+// the controller's dial requests into router tunnels that it yields as a
+// net.Listener for the exporter's gRPC server.
 package controllerlink
 
 import (
@@ -15,8 +20,8 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/lab/controller/auth"
-	"github.com/pogolab/pogo/lab/controller/router"
+	"github.com/pogolab/pogo/api/transport"
+	wire "github.com/pogolab/pogo/api/tunnel"
 )
 
 // Options configure a Link.
@@ -51,7 +56,7 @@ type Link struct {
 	conn *grpc.ClientConn
 	log  *slog.Logger
 	// end opens the exporter's tunnel ends.
-	end router.End
+	end wire.End
 
 	accept chan net.Conn
 	closed chan struct{}
@@ -79,22 +84,22 @@ func New(o Options) (*Link, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	conn, err := Conn(o.Endpoint, o.Token, o.CA, o.Insecure, o.NoTLS)
+	conn, err := transport.DialController(o.Endpoint, o.Token, o.CA, o.Insecure, o.NoTLS)
 	if err != nil {
 		return nil, err
 	}
 	var tc *tls.Config
 	if !o.NoTLS {
 		// Conn accepted the same CA a moment ago.
-		tc, _ = auth.ClientTLS(o.CA, o.Insecure)
+		tc, _ = transport.ControllerTLS(o.CA, o.Insecure)
 	}
-	id, err := router.NewIdentity("exporter")
+	id, err := wire.NewIdentity("exporter")
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	return &Link{
-		o: o, conn: conn, end: router.End{TLS: tc, Bearer: o.Token, ID: id, Exporter: true}, log: o.Log.With("controller", o.Endpoint),
+		o: o, conn: conn, end: wire.End{TLS: tc, Bearer: o.Token, ID: id, Exporter: true}, log: o.Log.With("controller", o.Endpoint),
 		accept: make(chan net.Conn), closed: make(chan struct{}),
 		tunnels: map[*tunnel]string{}, out: make(chan outMsg, 256),
 		updates: make(chan Assignment, 64), online: make(chan bool, 1),
@@ -346,7 +351,7 @@ func (l *Link) dial(ctx context.Context, dr *pb.DialRequest) {
 	if addr == "" {
 		addr = l.o.Endpoint
 	}
-	tctx, cancel := context.WithTimeout(ctx, router.PairTimeout+router.HelloTimeout)
+	tctx, cancel := context.WithTimeout(ctx, wire.PairTimeout+wire.HelloTimeout)
 	raw, err := l.end.Open(tctx, addr, dr.GetSecurity(), dr.GetStreamToken(), dr.GetClientCertSha256())
 	cancel()
 	if err != nil {

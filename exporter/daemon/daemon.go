@@ -17,7 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -94,12 +95,12 @@ func run(ctx context.Context, cmd *cobra.Command, cfgPath, listen, socket, certF
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "exporter %s serving %s\nfingerprint sha256:%s\nconnect: jmp shell --exporter %s --fingerprint %s --passphrase …\n", f.Metadata.Name, l.Addr(), fp, l.Addr(), fp)
 		hooks.Host = loopback(l.Addr())
-		hooks.Env = []string{client.EnvPassphrase + "=" + passphrase, client.EnvFingerprint + "=" + fp}
+		hooks.Env = []string{rpcmeta.EnvPassphrase + "=" + passphrase, rpcmeta.EnvFingerprint + "=" + fp}
 	} else {
 		if socket == "" {
 			socket = DefaultSocket(f.Metadata.Name)
 		}
-		if l, err = exporter.ListenUnix(socket); err != nil {
+		if l, err = transport.ListenUnix(socket); err != nil {
 			return err
 		}
 		defer os.Remove(socket)
@@ -165,4 +166,28 @@ func DefaultSocket(name string) string {
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("pogo-%d", os.Getuid()))
 	}
 	return filepath.Join(dir, "pogo", name+".sock")
+}
+
+// ServeLocal serves the exporter config at cfgPath in this process on a
+// unix socket in dir (jmp shell --exporter-config) and returns its target;
+// stop ends the session, resets the drivers and closes them.
+func ServeLocal(ctx context.Context, cfgPath, dir string) (target string, stop func() error, err error) {
+	f, err := config.Load(cfgPath)
+	if err != nil {
+		return "", nil, err
+	}
+	sock := filepath.Join(dir, "exporter.sock")
+	l, err := transport.ListenUnix(sock)
+	if err != nil {
+		return "", nil, err
+	}
+	// The shell's session is the lease the config's hooks run around.
+	hooks := &exporter.SessionHooks{Host: "unix://" + sock, Dir: filepath.Join(dir, "hooks")}
+	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: slog.Default(), SessionHooks: hooks})
+	if err != nil {
+		l.Close()
+		return "", nil, err
+	}
+	go srv.Serve(l)
+	return "unix://" + sock, srv.Stop, nil
 }

@@ -12,8 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -34,11 +33,13 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	if socket == "" {
 		socket = DefaultSocket(f.Metadata.Name)
 	}
-	l, err := exporter.ListenUnix(socket)
+	l, err := transport.ListenUnix(socket)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(socket)
+	// link is assigned before anything is served: the Holder closure reads
+	// it on every session request.
 	var link *controllerlink.Link
 	// serving is the lease driver calls and hooks act for (the ended
 	// lease while its afterLease hook runs).
@@ -68,14 +69,10 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 			log.Error("closing drivers", "err", serr)
 		}
 	}()
-	go srv.Serve(l)
 	target := "unix://" + socket
-	report, err := localReport(ctx, target)
-	if err != nil {
-		return err
-	}
 	hookDir, err := os.MkdirTemp("", "pogo-hooks-")
 	if err != nil {
+		l.Close()
 		return err
 	}
 	defer os.RemoveAll(hookDir)
@@ -83,25 +80,19 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		log.Warn("hook will not work as in Jumpstarter", "problem", w)
 	}
 	runner := &hooks.Runner{Hooks: f.Hooks, Dir: hookDir, Log: log,
-		// A hook holds a session on the local socket, as the lease holder
-		// would; power stays as the script leaves it.
+		// A hook holds a session (opened in-process) that its j commands
+		// reach on the local socket, as the lease holder would; power stays
+		// as the script leaves it.
 		Open: func(ctx context.Context, which string) (hooks.Reach, func(), error) {
 			name := "hook:" + which
 			link.SetHook(name)
-			c, err := client.Dial(ctx, target, client.Options{Name: name})
+			token, end, err := srv.OpenSession(name, true)
 			if err != nil {
 				link.SetHook("")
 				return hooks.Reach{}, nil, err
 			}
-			sess, err := c.Open(ctx, client.SessionOptions{KeepPower: true})
-			if err != nil {
-				c.Close()
-				link.SetHook("")
-				return hooks.Reach{}, nil, err
-			}
-			return hooks.Reach{Host: target, Session: sess.Token}, func() {
-				sess.Close()
-				c.Close()
+			return hooks.Reach{Host: target, Session: token}, func() {
+				end()
 				link.SetHook("")
 			}, nil
 		},
@@ -110,7 +101,7 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	lh := &leaseHooks{runner: runner, log: log, stop: cancel}
 	link, err = controllerlink.New(controllerlink.Options{
 		Endpoint: f.Endpoint, Token: f.Token, CA: f.TLS.CA, Insecure: f.TLS.Insecure,
-		Labels: f.Metadata.Labels, Report: report, Log: log,
+		Labels: f.Metadata.Labels, Report: srv.Report(), Log: log,
 		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) bool {
 			if old.Lease != "" {
 				l := drivers.Lease{ID: old.Lease, Client: old.Client}
@@ -119,7 +110,7 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 				// afterLease sees the board as the lease left it; then
 				// the board goes to its safe state whatever the hook did.
 				lh.after(ctx, l)
-				resetBoard(drivers.WithLease(ctx, l), log, srv, old.Lease)
+				_ = srv.Reset("lease " + old.Lease + " ended")
 				m.leased.Set(0)
 				serving.Store(nil)
 				if f.ExitOnLeaseEnd {
@@ -142,8 +133,10 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 		},
 	})
 	if err != nil {
+		l.Close()
 		return err
 	}
+	go srv.Serve(l)
 	lh.link = link
 	defer link.Close()
 	link.CountBytes = func(in, out int) {
@@ -171,21 +164,6 @@ func runLinked(ctx context.Context, cmd *cobra.Command, f *config.File, socket, 
 	return nil
 }
 
-func localReport(ctx context.Context, target string) (*pb.ReportResponse, error) {
-	c, err := client.Dial(ctx, target, client.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	r, err := c.Report(rctx)
-	if err != nil {
-		return nil, fmt.Errorf("report of the driver tree: %w", err)
-	}
-	return r, nil
-}
-
 type exporterMetrics struct {
 	reg    *prometheus.Registry
 	leased prometheus.Gauge
@@ -202,17 +180,4 @@ func newExporterMetrics() *exporterMetrics {
 	}
 	m.reg.MustRegister(m.leased, m.bytes)
 	return m
-}
-
-// resetBoard puts the drivers into their safe state at lease end: leased
-// sessions keep power across tunnel drops, so the lease end is when the
-// board goes off.
-func resetBoard(ctx context.Context, log *slog.Logger, srv *exporter.Server, lease string) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-	defer cancel()
-	if err := srv.Tree().Reset(rctx); err != nil {
-		log.Error("reset to safe state after lease", "lease", lease, "err", err)
-		return
-	}
-	log.Info("drivers reset to safe state", "why", "lease "+lease+" ended")
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter"
@@ -46,7 +47,7 @@ func ServeWith(t testing.TB, yamlText string, set func(o *exporter.Options, targ
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "exporter.sock")
-	l, err := exporter.ListenUnix(sock)
+	l, err := transport.ListenUnix(sock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pogolab/pogo/client"
+	"github.com/pogolab/pogo/api/rpcmeta"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/exporter/config"
 )
@@ -122,8 +122,8 @@ func (r *Runner) run(ctx context.Context, which string, hook *config.Hook, l dri
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.Env = append(os.Environ(), l.Env()...)
 	cmd.Env = append(cmd.Env,
-		client.EnvHost+"="+reach.Host,
-		client.EnvSession+"="+reach.Session,
+		rpcmeta.EnvHost+"="+reach.Host,
+		rpcmeta.EnvSession+"="+reach.Session,
 		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
 	)
 	cmd.Env = append(cmd.Env, reach.Env...)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/api/token"
 	"github.com/pogolab/pogo/lab/controller/lease"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
@@ -21,21 +21,21 @@ type adminService struct {
 }
 
 func (s *adminService) CreateClient(ctx context.Context, req *pb.CreateIdentityRequest) (*pb.CreateIdentityResponse, error) {
-	return s.create(ctx, auth.Client, req)
+	return s.create(ctx, token.Client, req)
 }
 
 func (s *adminService) CreateExporter(ctx context.Context, req *pb.CreateIdentityRequest) (*pb.CreateIdentityResponse, error) {
-	return s.create(ctx, auth.Exporter, req)
+	return s.create(ctx, token.Exporter, req)
 }
 
 func (s *adminService) create(ctx context.Context, kind string, req *pb.CreateIdentityRequest) (*pb.CreateIdentityResponse, error) {
 	name := req.GetName()
-	if err := auth.CheckName(name); err != nil {
+	if err := token.CheckName(name); err != nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("%s %v: %w", kind, err, errdefs.ErrInvalid))
 	}
-	tok, hash := auth.NewToken(kind, name)
+	tok, hash := token.NewToken(kind, name)
 	var key, val string
-	if kind == auth.Client {
+	if kind == token.Client {
 		key, val = store.ClientsPrefix+name, jsonString(&store.Identity{Name: name, TokenHash: hash, Created: time.Now()})
 	} else {
 		key = store.ExportersPrefix + name
@@ -79,7 +79,7 @@ func (s *adminService) SetExporterEnabled(ctx context.Context, req *pb.SetExport
 }
 
 func (s *adminService) SetPolicy(ctx context.Context, p *pb.Policy) (*pb.Policy, error) {
-	if err := auth.CheckName(p.GetClient()); err != nil {
+	if err := token.CheckName(p.GetClient()); err != nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("client %v: %w", err, errdefs.ErrInvalid))
 	}
 	sel, err := lease.Parse(p.GetSelector())

@@ -14,7 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/pogolab/pogo/api/errdefs"
-	"github.com/pogolab/pogo/lab/controller/auth"
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/token"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
@@ -41,16 +42,16 @@ func callerOf(ctx context.Context) (identity, bool) {
 func (c *Controller) authenticate(ctx context.Context, method string) (context.Context, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var tok string
-	if v := md.Get(auth.MetadataKey); len(v) > 0 {
+	if v := md.Get(token.MetadataKey); len(v) > 0 {
 		tok = strings.TrimPrefix(v[0], "Bearer ")
 	}
 	id, err := c.checkToken(tok)
 	if err != nil {
 		return nil, err
 	}
-	want := auth.Client
-	if strings.HasPrefix(method, "/pogo.v1.ExporterLink/") {
-		want = auth.Exporter
+	want := token.Client
+	if strings.HasPrefix(method, "/"+pb.ExporterLink_ServiceDesc.ServiceName+"/") {
+		want = token.Exporter
 	}
 	if id.Kind != want {
 		return nil, fmt.Errorf("%s %q may not call %s: %w", id.Kind, id.Name, method, errdefs.ErrNotHeld)
@@ -63,14 +64,14 @@ func (c *Controller) checkToken(tok string) (identity, error) {
 	if tok == "" {
 		return identity{}, fmt.Errorf("no token: log in first (jmp login --endpoint … --token …): %w", errdefs.ErrUnauthorized)
 	}
-	kind, name, secret, err := auth.ParseToken(tok)
+	kind, name, secret, err := token.ParseToken(tok)
 	if err != nil {
 		return identity{}, fmt.Errorf("token: %v: %w", err, errdefs.ErrUnauthorized)
 	}
 	var hash string
 	var rev int64
 	c.cache.Read(func(v *store.View) {
-		if kind == auth.Client {
+		if kind == token.Client {
 			if id := v.Clients[name]; id != nil {
 				hash, rev = id.TokenHash, id.Create
 			}
@@ -78,7 +79,7 @@ func (c *Controller) checkToken(tok string) (identity, error) {
 			hash, rev = e.TokenHash, e.Create
 		}
 	})
-	if hash == "" || !auth.Check(hash, secret) {
+	if hash == "" || !token.Check(hash, secret) {
 		return identity{}, fmt.Errorf("%s %q: unknown or revoked token: %w", kind, name, errdefs.ErrUnauthorized)
 	}
 	return identity{Kind: kind, Name: name, Rev: rev, TokenHash: hash}, nil

@@ -18,18 +18,19 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/token"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/controllerlink"
 	"github.com/pogolab/pogo/lab/controller"
-	"github.com/pogolab/pogo/lab/controller/auth"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
 )
 
 type tokenCreds string
 
 func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{auth.MetadataKey: "Bearer " + string(t)}, nil
+	return map[string]string{token.MetadataKey: "Bearer " + string(t)}, nil
 }
 func (tokenCreds) RequireTransportSecurity() bool { return true }
 
@@ -37,7 +38,7 @@ func (tokenCreds) RequireTransportSecurity() bool { return true }
 // protocol (Register, then a Listen stream kept open), over a few shared
 // connections.
 func fakeExporters(b *testing.B, lab *controllertest.Lab, n int) {
-	tc, err := auth.ClientTLS(lab.CA(), false)
+	tc, err := transport.ControllerTLS(lab.CA(), false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,30 +2,17 @@ package controller
 
 import (
 	"fmt"
-	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
-	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-)
+	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
 
-// DefaultDataDir is where `jmp controller` keeps its state by default.
-func DefaultDataDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "pogo", "controller")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(os.TempDir(), "pogo-controller")
-	}
-	return filepath.Join(home, ".local", "state", "pogo", "controller")
-}
+	"github.com/spf13/cobra"
+)
 
 // Command returns `jmp controller`.
 func Command() *cobra.Command {
@@ -77,7 +64,7 @@ Tunnels between clients and exporters (--tunnel-security):
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.DataDir, "data-dir", DefaultDataDir(), "state directory (embedded etcd, CA, admin.sock)")
+	f.StringVar(&o.DataDir, "data-dir", transport.ControllerDataDir(), "state directory (embedded etcd, CA, admin.sock)")
 	f.StringVar(&o.Listen, "listen", ":8082", "gRPC address for clients, exporters and the router")
 	f.StringVar(&o.Advertise, "advertise", "", "address clients and exporters reach this replica at (default: the listen address)")
 	f.StringVar(&endpoints, "etcd-endpoints", "", "external etcd cluster, comma-separated (default: embedded etcd)")
@@ -87,22 +74,6 @@ Tunnels between clients and exporters (--tunnel-security):
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this address")
 	f.DurationVar(&o.Retention, "lease-retention", DefaultRetention, "delete ended leases from etcd this long after they end")
 	return cmd
-}
-
-// DialAdmin connects to the Admin service of the controller whose data
-// dir is dir.
-func DialAdmin(dir string) (*grpc.ClientConn, error) {
-	// unix:// wants an absolute path: unix://ctl/admin.sock reads ctl as
-	// an authority.
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", dir, err)
-	}
-	sock := AdminSocket(abs)
-	if _, err := os.Stat(sock); err != nil {
-		return nil, fmt.Errorf("no controller admin socket at %s (is jmp controller running with --data-dir %s?): %w", sock, dir, err)
-	}
-	return grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
 var tunnelSecurity = map[string]pb.TunnelSecurity{

@@ -23,9 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/token"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/lab/controller/auth"
 	"github.com/pogolab/pogo/lab/controller/router"
 	"github.com/pogolab/pogo/lab/controller/store"
@@ -65,7 +66,7 @@ type Controller struct {
 	log     *slog.Logger
 	st      *store.Store
 	cache   *store.Cache
-	signer  auth.Signer
+	signer  token.Signer
 	ca      *auth.CA
 	replica string
 	router  string
@@ -156,15 +157,10 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	c.reg = prometheus.NewRegistry()
 	c.m = newMetrics(c, c.reg)
 
-	sopts := []grpc.ServerOption{
+	sopts := transport.ServerOptions(append(transport.KeepaliveServerOptions(),
 		grpc.ChainUnaryInterceptor(c.unaryAuth),
 		grpc.ChainStreamInterceptor(c.streamAuth),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.InitialWindowSize(4 << 20),
-		grpc.InitialConnWindowSize(16 << 20),
-		grpc.MaxRecvMsgSize(16 << 20),
-	}
+	)...)
 	hub := &router.Hub{
 		Signer: c.signer,
 		Notify: c.notifyDial,
@@ -189,9 +185,9 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	pb.RegisterExporterLinkServer(c.grpc, &linkService{c: c})
 	pb.RegisterLeasesServer(c.grpc, &leaseService{c: c})
 
-	c.admin = grpc.NewServer()
+	c.admin = grpc.NewServer(transport.ServerOptions()...)
 	pb.RegisterAdminServer(c.admin, &adminService{c: c})
-	sock := AdminSocket(o.DataDir)
+	sock := transport.AdminSocket(o.DataDir)
 	_ = os.Remove(sock)
 	if c.adminL, err = net.Listen("unix", sock); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
@@ -214,9 +210,6 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	ok = true
 	return c, nil
 }
-
-// AdminSocket is where a controller with data dir dir serves Admin.
-func AdminSocket(dir string) string { return filepath.Join(dir, "admin.sock") }
 
 func advertised(a *net.TCPAddr) string {
 	if a.IP.IsUnspecified() {
@@ -318,7 +311,7 @@ func (c *Controller) loadSecrets(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("stream token key: %w", err)
 	}
-	c.signer = auth.Signer{Key: []byte(key)}
+	c.signer = token.Signer{Key: []byte(key)}
 	caText, err := c.createOnce(ctx, store.CAKey, func() (string, error) {
 		ca, err := auth.NewCA()
 		if err != nil {

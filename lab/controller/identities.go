@@ -11,7 +11,7 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/api/token"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
@@ -74,7 +74,7 @@ func (s *adminService) DeleteIdentity(ctx context.Context, req *pb.DeleteIdentit
 	if del == nil {
 		return nil, errdefs.ToGRPC(errdefs.Invalidf("kind %s: want client or exporter", req.GetKind()))
 	}
-	if err := auth.CheckName(req.GetName()); err != nil {
+	if err := token.CheckName(req.GetName()); err != nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("%s: %w", err, errdefs.ErrInvalid))
 	}
 	ended, err := del(ctx, req.GetName())

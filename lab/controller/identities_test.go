@@ -16,9 +16,9 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
-	"github.com/pogolab/pogo/exporter/controllerlink"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
 )
 
@@ -142,7 +142,7 @@ func handLink(ctx context.Context, t *testing.T, lab *controllertest.Lab, token,
 
 func exporterLink(t *testing.T, lab *controllertest.Lab, token string) pb.ExporterLinkClient {
 	t.Helper()
-	conn, err := controllerlink.Conn(lab.C.Addr(), token, lab.CA(), false, false)
+	conn, err := transport.DialController(lab.C.Addr(), token, lab.CA(), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}

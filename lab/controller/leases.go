@@ -14,7 +14,7 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/api/token"
 	"github.com/pogolab/pogo/lab/controller/lease"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
@@ -49,7 +49,7 @@ func (c *Controller) createLease(ctx context.Context, who string, req *pb.Create
 		return nil, fmt.Errorf("selector: %v: %w", err, errdefs.ErrInvalid)
 	}
 	if n := req.GetExporterName(); n != "" {
-		if err := auth.CheckName(n); err != nil {
+		if err := token.CheckName(n); err != nil {
 			return nil, fmt.Errorf("exporter_name: %v: %w", err, errdefs.ErrInvalid)
 		}
 	}
@@ -327,7 +327,7 @@ func (s *leaseService) Dial(ctx context.Context, req *pb.DialLeaseRequest) (*pb.
 			return nil, errdefs.ToGRPC(fmt.Errorf("exporter %s registered no certificate for end-to-end tunnels (is it older than the controller?): %w", l.Exporter, errdefs.ErrUnavailable))
 		}
 	}
-	tok := s.c.signer.Sign(auth.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Side: auth.Client, ClientCert: req.GetClientCertSha256(), Expires: time.Now().Add(StreamTokenTTL)})
+	tok := s.c.signer.Sign(token.StreamClaims{Lease: l.ID, Exporter: l.Exporter, Client: l.Client, Side: token.Client, ClientCert: req.GetClientCertSha256(), Expires: time.Now().Add(StreamTokenTTL)})
 	return &pb.DialLeaseResponse{Router: on.Router, StreamToken: tok, Security: sec, ExporterCertSha256: cert}, nil
 }
 

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/api/token"
+	"github.com/pogolab/pogo/api/transport"
+	"github.com/pogolab/pogo/api/tunnel"
 	"github.com/pogolab/pogo/lab/controller"
-	"github.com/pogolab/pogo/lab/controller/auth"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
-	"github.com/pogolab/pogo/lab/controller/router"
 )
 
 // Ended leases leave etcd once the retention period has passed.
@@ -43,17 +44,17 @@ func TestTunnelRefused(t *testing.T) {
 	ctx := context.Background()
 	lab := controllertest.Start(t)
 	tok := lab.Token("client", "alice")
-	tc, err := auth.ClientTLS(lab.CA(), false)
+	tc, err := transport.ControllerTLS(lab.CA(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := auth.Signer{Key: []byte("not the cluster key")}.Sign(auth.StreamClaims{Lease: "x", Exporter: "e", Client: "alice", Expires: time.Now().Add(time.Minute)})
-	_, err = router.Dial(ctx, lab.C.Addr(), tc, router.Hello{Bearer: tok, StreamToken: forged})
+	forged := token.Signer{Key: []byte("not the cluster key")}.Sign(token.StreamClaims{Lease: "x", Exporter: "e", Client: "alice", Expires: time.Now().Add(time.Minute)})
+	_, err = tunnel.Dial(ctx, lab.C.Addr(), tc, tunnel.Hello{Bearer: tok, StreamToken: forged})
 	if !errors.Is(err, errdefs.ErrUnauthorized) {
 		t.Fatalf("forged stream token: %v", err)
 	}
 	t.Log(err)
-	_, err = router.Dial(ctx, lab.C.Addr(), tc, router.Hello{Bearer: "pogo.c.x.y", StreamToken: forged})
+	_, err = tunnel.Dial(ctx, lab.C.Addr(), tc, tunnel.Hello{Bearer: "pogo.c.x.y", StreamToken: forged})
 	if !errors.Is(err, errdefs.ErrUnauthorized) {
 		t.Fatalf("bad bearer: %v", err)
 	}

@@ -15,12 +15,13 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
+	"github.com/pogolab/pogo/api/tunnel"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/exporter/controllerlink"
 	"github.com/pogolab/pogo/lab/controller"
 	"github.com/pogolab/pogo/lab/controller/controllertest"
-	"github.com/pogolab/pogo/lab/controller/router"
 )
 
 // wire is a TCP proxy that keeps every byte sent towards its target: what
@@ -184,7 +185,7 @@ func (wl *wiredLab) roundTrip(t *testing.T) (net.Conn, string) {
 // dial asks the controller for a tunnel by hand, as a client presenting
 // certificate fingerprint fp.
 func (wl *wiredLab) dial(t *testing.T, fp string) (*pb.DialLeaseResponse, error) {
-	conn, err := controllerlink.Conn(wl.lab.C.Addr(), wl.cliTok, wl.lab.CA(), false, false)
+	conn, err := transport.DialController(wl.lab.C.Addr(), wl.cliTok, wl.lab.CA(), false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,17 +218,17 @@ func checkWire(t *testing.T, wl *wiredLab, fp string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hello := router.Hello{Bearer: router.NoBearer, StreamToken: d.GetStreamToken()}
-	first, err := router.Dial(context.Background(), d.GetRouter(), nil, hello)
+	hello := tunnel.Hello{Bearer: tunnel.NoBearer, StreamToken: d.GetStreamToken()}
+	first, err := tunnel.Dial(context.Background(), d.GetRouter(), nil, hello)
 	if err != nil {
 		t.Fatal(err)
 	}
 	first.Close()
-	if _, err := router.Dial(context.Background(), d.GetRouter(), nil, hello); !errors.Is(err, errdefs.ErrInUse) {
+	if _, err := tunnel.Dial(context.Background(), d.GetRouter(), nil, hello); !errors.Is(err, errdefs.ErrInUse) {
 		t.Fatalf("replayed stream token: %v", err)
 	}
 	// A stream token is its side's alone.
-	if _, err := router.Dial(context.Background(), d.GetRouter(), nil, router.Hello{Bearer: wl.expTok, StreamToken: d.GetStreamToken()}); !errors.Is(err, errdefs.ErrUnauthorized) {
+	if _, err := tunnel.Dial(context.Background(), d.GetRouter(), nil, tunnel.Hello{Bearer: wl.expTok, StreamToken: d.GetStreamToken()}); !errors.Is(err, errdefs.ErrUnauthorized) {
 		t.Fatalf("client's stream token with the exporter's bearer: %v", err)
 	}
 }
@@ -245,7 +246,7 @@ func TestEndToEndTunnels(t *testing.T) {
 		t.Error("tunnel bytes crossed the wire in the clear")
 	}
 
-	own, err := router.NewIdentity("alice")
+	own, err := tunnel.NewIdentity("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +258,7 @@ func TestEndToEndTunnels(t *testing.T) {
 	// Someone with a stream token but not the key it names (one who read
 	// it off the wire first, say) gets no tunnel: the exporter demands the
 	// named certificate.
-	impostor, err := router.NewIdentity("mallory")
+	impostor, err := tunnel.NewIdentity("mallory")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +269,7 @@ func TestEndToEndTunnels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := router.End{ID: impostor}.Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), d.GetExporterCertSha256())
+	tc, err := tunnel.End{ID: impostor}.Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), d.GetExporterCertSha256())
 	if err == nil {
 		// A TLS 1.3 client finishes before the server checks its
 		// certificate; the refusal shows on the first read.
@@ -282,7 +283,7 @@ func TestEndToEndTunnels(t *testing.T) {
 	if d, err = wl.dial(t, own.Fingerprint); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (router.End{ID: own}).Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
+	if _, err := (tunnel.End{ID: own}).Open(ctx, d.GetRouter(), e2e, d.GetStreamToken(), impostor.Fingerprint); err == nil || !strings.Contains(err.Error(), "does not match the expected") {
 		t.Fatalf("client accepted an exporter certificate it was not told of: %v", err)
 	}
 }
@@ -312,7 +313,7 @@ func TestTLSTunnels(t *testing.T) {
 		t.Error("tunnel bytes crossed the wire in the clear")
 	}
 	// Plaintext tunnel ends are refused, and told why.
-	_, err := router.Dial(context.Background(), wl.lab.C.Addr(), nil, router.Hello{Bearer: router.NoBearer, StreamToken: "x.y"})
+	_, err := tunnel.Dial(context.Background(), wl.lab.C.Addr(), nil, tunnel.Hello{Bearer: tunnel.NoBearer, StreamToken: "x.y"})
 	if !errors.Is(err, errdefs.ErrUnauthorized) || !strings.Contains(err.Error(), "--tunnel-security") {
 		t.Fatalf("plaintext tunnel end at a TLS-legs controller: %v", err)
 	}

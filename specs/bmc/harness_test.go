@@ -24,6 +24,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/bmc"
@@ -200,7 +201,7 @@ func serve(ctx context.Context, yamlText string) *held {
 	Expect(os.WriteFile(path, []byte(yamlText), 0o644)).To(Succeed())
 	f, err := config.Load(path)
 	Expect(err).NotTo(HaveOccurred())
-	l, err := exporter.ListenUnix(filepath.Join(dir, "e.sock"))
+	l, err := transport.ListenUnix(filepath.Join(dir, "e.sock"))
 	Expect(err).NotTo(HaveOccurred())
 	log := slog.New(slog.NewTextHandler(GinkgoWriter, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := exporter.New(ctx, f, &drivers.Host{StateDir: filepath.Join(dir, "state")}, exporter.Options{Log: log})

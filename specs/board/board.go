@@ -26,6 +26,8 @@ import (
 	"github.com/onsi/gomega"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/rpcmeta"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/console"
@@ -86,7 +88,7 @@ func Open(ctx context.Context, opts Options) (*Board, error) {
 		opts.Log = ginkgo.GinkgoWriter
 	}
 	b := &Board{}
-	if os.Getenv(client.EnvHost) != "" {
+	if os.Getenv(rpcmeta.EnvHost) != "" {
 		c, err := client.FromEnv(ctx)
 		if err != nil {
 			return nil, err
@@ -140,7 +142,7 @@ func (b *Board) serve(ctx context.Context, opts Options) error {
 		return err
 	}
 	b.closers = append(b.closers, func() error { return os.RemoveAll(dir) })
-	l, err := exporter.ListenUnix(filepath.Join(dir, "exporter.sock"))
+	l, err := transport.ListenUnix(filepath.Join(dir, "exporter.sock"))
 	if err != nil {
 		return err
 	}

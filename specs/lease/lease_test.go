@@ -127,7 +127,7 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 		rel := func(n string) string { return filepath.Join(l.dir, "release-"+n) }
 		got := func(n string) string { return filepath.Join(l.dir, "got-"+n) }
 		script := func(n string) []string {
-			return []string{"-l", "board=qemu", "--", "sh", "-c", "date +%s.%N > " + got(n) + "; j power on; while [ ! -f " + rel(n) + " ]; do sleep 0.02; done"}
+			return []string{"-l", "board=qemu", "--", "sh", "-c", "date +%s.%N > " + got(n) + ".tmp; mv " + got(n) + ".tmp " + got(n) + "; j power on; while [ ! -f " + rel(n) + " ]; do sleep 0.02; done"}
 		}
 		holder := users["holder"].shell(script("holder")...)
 		waitLine(got("holder"), 30*time.Second)

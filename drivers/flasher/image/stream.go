@@ -132,6 +132,10 @@ func (s *Stream) progress(done bool) Progress {
 // Sum is the hex sha256 of the image bytes read so far.
 func (s *Stream) Sum() string { return hex.EncodeToString(s.hash.Sum(nil)) }
 
+// SourceRead is the number of source (compressed) bytes the decoder took
+// so far; safe to call while another goroutine reads.
+func (s *Stream) SourceRead() int64 { return s.src.n.Load() }
+
 // Size is the number of image bytes read so far.
 func (s *Stream) Size() int64 { return s.n }
 

@@ -69,7 +69,7 @@ func FuzzConfigYkush(f *testing.F) {
 		// Validated settings against a fake hub must build or fail cleanly.
 		hub := newFakeHub("FZ", 0xF0CD)
 		s.serial = ""
-		if d, err := newDriver(t.Context(), s, &fakeBus{hubs: []*fakeHub{hub}}, nil); err == nil && d.port > 1 {
+		if d, err := newDriver(t.Context(), s, usbOf(&fakeBus{hubs: []*fakeHub{hub}}), nil); err == nil && d.port > 1 {
 			t.Fatalf("YKUSHXS accepted port %d", d.port)
 		}
 	})

@@ -103,7 +103,9 @@ const (
 
 // Driver switches one port (or all ports) of one hub.
 type Driver struct {
-	bus    bus
+	bus bus
+	// hub is held for each exchange with the hub (usb.hubLock).
+	hub    *sync.Mutex
 	serial string
 	model  model
 	// port is 1..N, or 0 for all.
@@ -124,11 +126,37 @@ var (
 	_ drivers.Resetter = (*Driver)(nil)
 )
 
-// hubLocks serializes exchanges per hub: drivers for different ports of
-// one hub share its single HID interface, which only one can claim.
-var hubLocks sync.Map // serial → *sync.Mutex
+// usb is what the ykush drivers of one host share (drivers.Host): the bus,
+// and a lock per hub, since drivers for different ports of one hub share
+// its single HID interface, which only one can claim.
+type usb struct {
+	bus
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex // by serial
+}
 
-func newDriver(ctx context.Context, cfg settings, bs bus, log *slog.Logger) (*Driver, error) {
+// hubLock is the lock of the hub with serial.
+func (u *usb) hubLock(serial string) *sync.Mutex {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.locks == nil {
+		u.locks = map[string]*sync.Mutex{}
+	}
+	if u.locks[serial] == nil {
+		u.locks[serial] = new(sync.Mutex)
+	}
+	return u.locks[serial]
+}
+
+// Close closes the bus, when it holds anything to close.
+func (u *usb) Close() error {
+	if c, ok := u.bus.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+func newDriver(ctx context.Context, cfg settings, bs *usb, log *slog.Logger) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -167,7 +195,7 @@ func newDriver(ctx context.Context, cfg settings, bs bus, log *slog.Logger) (*Dr
 		}
 		return nil, drivers.FieldErr("port", "must be %s or all for %s %s, got %d", valid, m.name, h.Serial, cfg.port)
 	}
-	return &Driver{bus: bs, serial: h.Serial, model: m, port: cfg.port, def: cfg.def, delay: cfg.delay, log: log}, nil
+	return &Driver{bus: bs, hub: bs.hubLock(h.Serial), serial: h.Serial, model: m, port: cfg.port, def: cfg.def, delay: cfg.delay, log: log}, nil
 }
 
 // On powers the port up and checks it reads back on.
@@ -340,10 +368,8 @@ func (d *Driver) command(ctx context.Context, h hid, cmd byte) (byte, error) {
 // session opens the hub for f and closes it after, so a replugged hub
 // needs nothing and other tools can use it between operations.
 func (d *Driver) session(ctx context.Context, f func(hid) error) error {
-	v, _ := hubLocks.LoadOrStore(d.serial, new(sync.Mutex))
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	defer mu.Unlock()
+	d.hub.Lock()
+	defer d.hub.Unlock()
 	h, err := d.bus.Open(ctx, d.serial)
 	if err != nil {
 		return fmt.Errorf("ykush: open %s %s: %w", d.model.name, d.serial, err)
@@ -355,22 +381,28 @@ func (d *Driver) session(ctx context.Context, f func(hid) error) error {
 	return err
 }
 
-// sharedBus returns the exporter's one USB context, or a private one the
+// sharedBus returns the host's one USB context, or a private one the
 // caller must close when there is no Host (tools, tests).
-func sharedBus(host *drivers.Host) (bus, io.Closer, error) {
+func sharedBus(host *drivers.Host) (*usb, io.Closer, error) {
 	if host == nil {
 		b, err := openBus()
 		if err != nil {
 			return nil, nil, err
 		}
-		c, _ := b.(io.Closer)
-		return b, c, nil
+		u := &usb{bus: b}
+		return u, u, nil
 	}
-	v, err := host.Shared("ykush.usb", func() (any, error) { return openBus() })
+	v, err := host.Shared("ykush.usb", func() (any, error) {
+		b, err := openBus()
+		if err != nil {
+			return nil, err
+		}
+		return &usb{bus: b}, nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return v.(bus), nil, nil
+	return v.(*usb), nil, nil
 }
 
 // errNoUSB is what a build without cgo says when a ykush node is built.

@@ -34,7 +34,16 @@ func open(t *testing.T, b bus, yaml string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newDriver(ctxT(t), s, b, slog.New(slog.DiscardHandler))
+	return newDriver(ctxT(t), s, usbOf(b), slog.New(slog.DiscardHandler))
+}
+
+// usbs gives each test bus one shared usb, as drivers.Host gives a host's
+// drivers.
+var usbs sync.Map // bus → *usb
+
+func usbOf(b bus) *usb {
+	v, _ := usbs.LoadOrStore(b, &usb{bus: b})
+	return v.(*usb)
 }
 
 func mustOpen(t *testing.T, b bus, yaml string) *Driver {

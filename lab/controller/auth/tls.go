@@ -1,3 +1,6 @@
+// Package auth is the controller's certificate authority: the CA all
+// replicas share and the serving certificates each issues from it. Tokens
+// live in api/token, shared with clients and exporters.
 package auth
 
 import (
@@ -12,7 +15,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"time"
 )
 
@@ -95,27 +97,4 @@ func (ca *CA) ServerCert(hosts []string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("issue server certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: nil}, nil
-}
-
-// ClientTLS is how clients and exporters trust the controller: a CA given
-// as PEM text or a file path, or no verification when insecure.
-func ClientTLS(ca string, insecure bool) (*tls.Config, error) {
-	if insecure {
-		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, nil
-	}
-	if ca == "" {
-		return nil, errors.New("no CA to trust the controller with: give its CA (jmp admin ca prints it) or set insecure")
-	}
-	data := []byte(ca)
-	if p, _ := pem.Decode(data); p == nil {
-		var err error
-		if data, err = os.ReadFile(ca); err != nil {
-			return nil, fmt.Errorf("read controller CA: %w", err)
-		}
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("controller CA %.40q holds no PEM certificate", ca)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
+	"github.com/pogolab/pogo/api/transport"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/client/lease"
 	"github.com/pogolab/pogo/drivers"
@@ -75,7 +76,7 @@ func start(t testing.TB, dir string, noTLS bool, set func(*controller.Options)) 
 // Admin is the controller's admin API.
 func (l *Lab) Admin() pb.AdminClient {
 	l.t.Helper()
-	conn, err := controller.DialAdmin(l.Dir)
+	conn, err := transport.DialAdmin(l.Dir)
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func (l *Lab) Exporter(name string, labels map[string]string, token, exportYAML 
 		OnLease: func(ctx context.Context, old, cur controllerlink.Assignment) bool {
 			if old.Lease != "" {
 				srv.EndSession("lease " + old.Lease + " ended")
-				_ = srv.Tree().Reset(ctx)
+				_ = srv.Reset("lease " + old.Lease + " ended")
 			}
 			return true
 		},

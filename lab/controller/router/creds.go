@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/api/tunnel"
 )
 
 // ServerCreds are the controller's gRPC transport credentials with tunnel
@@ -23,7 +24,7 @@ func ServerCreds(tc *tls.Config, hub *Hub, plain bool) credentials.TransportCred
 	s := &serverCreds{hub: hub, plain: plain || tc == nil}
 	if tc != nil {
 		s.tc = tc.Clone()
-		s.tc.NextProtos = []string{"h2", ALPN}
+		s.tc.NextProtos = []string{"h2", tunnel.ALPN}
 		if s.tc.MinVersion == 0 {
 			s.tc.MinVersion = tls.VersionTLS12
 		}
@@ -47,7 +48,7 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 		return nil, nil, fmt.Errorf("read connection preface: %w", err)
 	}
 	peeked := prefixed{Conn: raw, r: io.MultiReader(bytes.NewReader(magic[:]), raw)}
-	if string(magic[:]) == plainMagic {
+	if string(magic[:]) == tunnel.PlainMagic {
 		if !s.plain {
 			go refuse(peeked, fmt.Errorf("this controller takes tunnel ends over TLS only (it runs with --tunnel-security tls): %w", errdefs.ErrUnauthorized))
 			return nil, nil, credentials.ErrConnDispatched
@@ -58,7 +59,7 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	if s.tc == nil {
 		return peeked, insecureInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
 	}
-	bc := &batchConn{Conn: peeked}
+	bc := &tunnel.BatchConn{Conn: peeked}
 	conn := tls.Server(bc, s.tc)
 	if err := conn.Handshake(); err != nil {
 		conn.Close()
@@ -66,14 +67,14 @@ func (s *serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthI
 	}
 	st := conn.ConnectionState()
 	switch st.NegotiatedProtocol {
-	case ALPN:
-		s.hub.Accept(newTLSConn(conn, bc))
+	case tunnel.ALPN:
+		s.hub.Accept(tunnel.NewTLSConn(conn, bc))
 		return nil, nil, credentials.ErrConnDispatched
 	case "h2":
 		return conn, credentials.TLSInfo{State: st, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
 	}
 	conn.Close()
-	return nil, nil, errors.New("tls: client negotiated neither h2 nor " + ALPN + " (ALPN is required)")
+	return nil, nil, errors.New("tls: client negotiated neither h2 nor " + tunnel.ALPN + " (ALPN is required)")
 }
 
 func (s *serverCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {

@@ -1,3 +1,6 @@
+// Package router is the controller's side of tunnels (api/tunnel): it
+// takes tunnel ends off the gRPC port, pairs a client's end with its
+// exporter's by stream token and splices them.
 package router
 
 import (
@@ -11,11 +14,9 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
-	"github.com/pogolab/pogo/lab/controller/auth"
+	"github.com/pogolab/pogo/api/token"
+	"github.com/pogolab/pogo/api/tunnel"
 )
-
-// PairTimeout bounds how long a client end waits for its exporter end.
-const PairTimeout = 15 * time.Second
 
 // bufSize is the splice buffer: large copies amortise the per-call cost.
 const bufSize = 256 << 10
@@ -32,7 +33,7 @@ type Caller struct {
 // Hub pairs tunnel ends by stream token and splices them.
 type Hub struct {
 	// Signer checks stream tokens.
-	Signer auth.Signer
+	Signer token.Signer
 	// Authenticate checks a bearer token.
 	Authenticate func(bearer string) (Caller, error)
 	// Notify asks the named exporter to open its end (over its link). It
@@ -51,7 +52,7 @@ type Hub struct {
 }
 
 // Serve runs one tunnel end that said hello; it owns conn and closes it.
-func (h *Hub) Serve(conn net.Conn, hello Hello) {
+func (h *Hub) Serve(conn net.Conn, hello tunnel.Hello) {
 	if err := h.serve(conn, hello); err != nil {
 		reject(conn, err)
 	}
@@ -60,36 +61,36 @@ func (h *Hub) Serve(conn net.Conn, hello Hello) {
 // reject tells a tunnel end why it is refused and closes it.
 func reject(conn net.Conn, err error) {
 	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(conn, replyLine(err))
+	_, _ = io.WriteString(conn, tunnel.ReplyLine(err))
 	conn.Close()
 }
 
-func (h *Hub) serve(conn net.Conn, hello Hello) error {
+func (h *Hub) serve(conn net.Conn, hello tunnel.Hello) error {
 	claims, err := h.Signer.Verify(hello.StreamToken, time.Now())
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrUnauthorized)
 	}
 	who := Caller{Kind: claims.Side, Name: claims.Client}
-	if claims.Side == auth.Exporter {
+	if claims.Side == token.Exporter {
 		who.Name = claims.Exporter
 	}
-	if hello.Bearer != NoBearer {
+	if hello.Bearer != tunnel.NoBearer {
 		// A bearer token, when sent, must be the side's own.
 		if who, err = h.Authenticate(hello.Bearer); err != nil {
 			return err
 		}
 	}
 	switch {
-	case claims.Side == auth.Client && who.Kind == auth.Client && who.Name == claims.Client:
+	case claims.Side == token.Client && who.Kind == token.Client && who.Name == claims.Client:
 		return h.clientEnd(conn, claims)
-	case claims.Side == auth.Exporter && who.Kind == auth.Exporter && who.Name == claims.Exporter:
+	case claims.Side == token.Exporter && who.Kind == token.Exporter && who.Name == claims.Exporter:
 		return h.exporterEnd(conn, claims)
 	}
 	return fmt.Errorf("stream token is not for %s %s: %w", who.Kind, who.Name, errdefs.ErrUnauthorized)
 }
 
 // tunnelKey names the tunnel both ends' stream tokens are for.
-func tunnelKey(c auth.StreamClaims) string { return c.Lease + "/" + c.Nonce }
+func tunnelKey(c token.StreamClaims) string { return c.Lease + "/" + c.Nonce }
 
 // use marks a tunnel as opened, so the client end's stream token, which
 // a plaintext leg shows to the network, never opens a second one.
@@ -115,7 +116,7 @@ func (h *Hub) use(key string, expires time.Time) error {
 	return nil
 }
 
-func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
+func (h *Hub) clientEnd(conn net.Conn, c token.StreamClaims) error {
 	key := tunnelKey(c)
 	if err := h.use(key, c.Expires); err != nil {
 		return err
@@ -140,14 +141,14 @@ func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
 	}()
 	// The exporter's end gets a token of its own for the same tunnel.
 	ex := c
-	ex.Side = auth.Exporter
-	ex.Expires = time.Now().Add(PairTimeout + HelloTimeout)
+	ex.Side = token.Exporter
+	ex.Expires = time.Now().Add(tunnel.PairTimeout + tunnel.HelloTimeout)
 	dr := &pb.DialRequest{StreamToken: h.Signer.Sign(ex), LeaseId: c.Lease, Client: c.Client, ClientCertSha256: c.ClientCert}
 	gone, err := h.Notify(c.Exporter, dr)
 	if err != nil {
 		return err
 	}
-	t := time.NewTimer(PairTimeout)
+	t := time.NewTimer(tunnel.PairTimeout)
 	defer t.Stop()
 	var exp net.Conn
 	select {
@@ -155,11 +156,11 @@ func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
 	case <-gone:
 		return fmt.Errorf("exporter %s went offline before connecting its end: %w", c.Exporter, errdefs.ErrUnavailable)
 	case <-t.C:
-		return fmt.Errorf("exporter %s did not connect its end within %s: %w", c.Exporter, PairTimeout, errdefs.ErrUnavailable)
+		return fmt.Errorf("exporter %s did not connect its end within %s: %w", c.Exporter, tunnel.PairTimeout, errdefs.ErrUnavailable)
 	}
 	for _, e := range []net.Conn{conn, exp} {
 		_ = e.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(e, replyLine(nil)); err != nil {
+		if _, err := io.WriteString(e, tunnel.ReplyLine(nil)); err != nil {
 			exp.Close()
 			conn.Close()
 			return nil
@@ -170,7 +171,7 @@ func (h *Hub) clientEnd(conn net.Conn, c auth.StreamClaims) error {
 	return nil
 }
 
-func (h *Hub) exporterEnd(conn net.Conn, c auth.StreamClaims) error {
+func (h *Hub) exporterEnd(conn net.Conn, c token.StreamClaims) error {
 	key := tunnelKey(c)
 	h.mu.Lock()
 	ch, ok := h.waiting[key]
@@ -220,13 +221,13 @@ func (h *Hub) pipe(dst, src net.Conn, dir string) {
 		}
 	} else {
 		buf := make([]byte, bufSize)
-		t, _ := src.(*tlsConn)
+		t, _ := src.(*tunnel.TLSConn)
 		for err == nil {
 			var n int
 			n, err = src.Read(buf)
 			// A TLS read yields one record: take the records that have
 			// already arrived too, and send them on in one write.
-			for t != nil && err == nil && n < len(buf)-maxRecord && t.buffered() > 0 {
+			for t != nil && err == nil && n < len(buf)-maxRecord && t.Buffered() > 0 {
 				var k int
 				k, err = src.Read(buf[n:])
 				n += k
@@ -253,8 +254,8 @@ func (h *Hub) pipe(dst, src net.Conn, dir string) {
 // Accept reads the hello of a connection that negotiated a tunnel and
 // serves it in the background.
 func (h *Hub) Accept(conn net.Conn) {
-	_ = conn.SetReadDeadline(time.Now().Add(HelloTimeout))
-	line, err := readLine(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(tunnel.HelloTimeout))
+	line, err := tunnel.ReadLine(conn)
 	if err == nil {
 		_ = conn.SetReadDeadline(time.Time{})
 		if p, ok := conn.(prefixed); ok {
@@ -262,8 +263,8 @@ func (h *Hub) Accept(conn net.Conn) {
 			// itself, which lets the kernel copy (splice(2)).
 			conn = p.Conn
 		}
-		var hello Hello
-		if hello, err = ParseHello(line); err == nil {
+		var hello tunnel.Hello
+		if hello, err = tunnel.ParseHello(line); err == nil {
 			go h.Serve(conn, hello)
 			return
 		}
@@ -277,7 +278,7 @@ func (h *Hub) Accept(conn net.Conn) {
 // refuse reads a tunnel end's hello, so the reply is not lost to a reset
 // over unread bytes, and rejects it with err.
 func refuse(conn net.Conn, err error) {
-	_ = conn.SetReadDeadline(time.Now().Add(HelloTimeout))
-	_, _ = readLine(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(tunnel.HelloTimeout))
+	_, _ = tunnel.ReadLine(conn)
 	reject(conn, err)
 }

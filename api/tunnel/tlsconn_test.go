@@ -1,4 +1,4 @@
-package router
+package tunnel
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func selfSigned(t testing.TB) *tls.Config {
 }
 
 // legPair is a TLS connection over loopback TCP; batched makes both ends
-// tunnel legs (tlsConn), otherwise plain crypto/tls.
+// tunnel legs (TLSConn), otherwise plain crypto/tls.
 func legPair(t testing.TB, batched bool) (client, server net.Conn) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,14 +36,14 @@ func legPair(t testing.TB, batched bool) (client, server net.Conn) {
 			sc <- nil
 			return
 		}
-		bc := &batchConn{Conn: raw}
+		bc := &BatchConn{Conn: raw}
 		s := tls.Server(bc, selfSigned(t))
 		if err := s.Handshake(); err != nil {
 			sc <- nil
 			return
 		}
 		if batched {
-			sc <- newTLSConn(s, bc)
+			sc <- NewTLSConn(s, bc)
 		} else {
 			sc <- s
 		}
@@ -52,7 +52,7 @@ func legPair(t testing.TB, batched bool) (client, server net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bc := &batchConn{Conn: raw}
+	bc := &BatchConn{Conn: raw}
 	c := tls.Client(bc, &tls.Config{InsecureSkipVerify: true})
 	if err := c.Handshake(); err != nil {
 		t.Fatal(err)
@@ -62,7 +62,7 @@ func legPair(t testing.TB, batched bool) (client, server net.Conn) {
 		t.Fatal("server handshake failed")
 	}
 	if batched {
-		return newTLSConn(c, bc), server
+		return NewTLSConn(c, bc), server
 	}
 	return c, server
 }
@@ -84,7 +84,7 @@ func TestTLSLegCarriesEveryByte(t *testing.T) {
 			}
 			rest = rest[n:]
 		}
-		errc <- w.(*tlsConn).CloseWrite()
+		errc <- w.(*TLSConn).CloseWrite()
 	}
 	up := make([]byte, 8<<20)
 	down := make([]byte, 6<<20)
@@ -106,7 +106,7 @@ func TestTLSLegCarriesEveryByte(t *testing.T) {
 	if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
 		t.Fatalf("got %d/%d and %d/%d bytes, or they differ", len(gotUp), len(up), len(gotDown), len(down))
 	}
-	if n := c.(*tlsConn).b.buffered(); n != 0 {
+	if n := c.(*TLSConn).b.Buffered(); n != 0 {
 		t.Fatalf("%d bytes left buffered", n)
 	}
 }

@@ -1,7 +1,7 @@
 // Package auth is the controller's credentials: bearer tokens for clients
 // and exporters (kept only as hashes), sealed short-lived stream tokens
 // for the router, and the CA and server certificate for TLS.
-package auth
+package token
 
 import (
 	"crypto/aes"

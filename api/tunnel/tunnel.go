@@ -1,7 +1,10 @@
-// Package router splices byte streams. A client and an exporter each open
-// a tunnel end to the same controller replica with a stream token for the
-// same tunnel; once both are there the router copies raw bytes between the two
-// connections. The exporter's gRPC API runs inside, unchanged.
+// Package tunnel is the wire protocol of the controller's router, shared by
+// its two sides: the ends that clients and exporters open (Dial, End) and
+// the router that pairs them (lab/controller/router). A client and an
+// exporter each open a tunnel end to the same controller replica with a
+// stream token for the same tunnel; once both are there the router copies
+// raw bytes between the two connections. The exporter's gRPC API runs
+// inside, unchanged.
 //
 // A tunnel end is a connection to the controller's gRPC port: plain TCP
 // whose first bytes are "POGO", or (with --tunnel-security tls) TLS that
@@ -21,7 +24,7 @@
 // framing or HTTP/2 on the way. Two plaintext legs are spliced by the
 // kernel. By default (end-to-end) they carry TLS between the client and
 // the exporter, each demanding the other's Identity.
-package router
+package tunnel
 
 import (
 	"context"
@@ -41,15 +44,17 @@ const ALPN = "pogo-tunnel/1"
 
 const (
 	helloMagic = "POGO-TUNNEL/1"
-	// plainMagic starts a tunnel end on a plaintext controller; gRPC's
+	// PlainMagic starts a tunnel end on a plaintext controller; gRPC's
 	// preface starts "PRI ".
-	plainMagic = "POGO"
+	PlainMagic = "POGO"
 	// NoBearer is the bearer field of a hello sent over a plaintext leg.
 	NoBearer = "-"
 	// maxLine bounds hello and reply lines (tokens are well under 1 KiB).
 	maxLine = 4096
 	// HelloTimeout bounds how long a new connection may take to say hello.
 	HelloTimeout = 10 * time.Second
+	// PairTimeout bounds how long a client end waits for its exporter end.
+	PairTimeout = 15 * time.Second
 )
 
 // Hello is the first line of a tunnel end: who opens it (bearer token)
@@ -99,8 +104,8 @@ var kinds = []struct {
 	{"expired", errdefs.ErrExpired},
 }
 
-// replyLine is the reply for err (nil: paired).
-func replyLine(err error) string {
+// ReplyLine is the reply for err (nil: paired).
+func ReplyLine(err error) string {
 	if err == nil {
 		return "OK\n"
 	}
@@ -143,9 +148,9 @@ func ParseReply(line string) error {
 	return fmt.Errorf("router: %s (%s): %w", msg, word, errdefs.ErrUnavailable)
 }
 
-// readLine reads up to '\n' one byte at a time, so nothing after the line
+// ReadLine reads up to '\n' one byte at a time, so nothing after the line
 // is consumed: the tunnel's bytes may follow at once.
-func readLine(r io.Reader) (string, error) {
+func ReadLine(r io.Reader) (string, error) {
 	var b []byte
 	var c [1]byte
 	for len(b) < maxLine {
@@ -195,7 +200,7 @@ func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello) (net.Conn, 
 		if tc.ServerName == "" {
 			tc.ServerName, _, _ = net.SplitHostPort(addr)
 		}
-		bc := &batchConn{Conn: raw}
+		bc := &BatchConn{Conn: raw}
 		t := tls.Client(bc, tc)
 		if err := t.HandshakeContext(ctx); err != nil {
 			return fail(fmt.Errorf("router %s: tls: %w: %w", addr, err, errdefs.ErrUnavailable))
@@ -203,12 +208,12 @@ func Dial(ctx context.Context, addr string, tc *tls.Config, h Hello) (net.Conn, 
 		if p := t.ConnectionState().NegotiatedProtocol; p != ALPN {
 			return fail(fmt.Errorf("router %s does not speak %s (negotiated %q); is it an older controller?: %w", addr, ALPN, p, errdefs.ErrUnsupported))
 		}
-		conn = newTLSConn(t, bc)
+		conn = NewTLSConn(t, bc)
 	}
 	if _, err := io.WriteString(conn, h.String()); err != nil {
 		return fail(fmt.Errorf("router %s: send hello: %w: %w", addr, err, errdefs.ErrUnavailable))
 	}
-	line, err := readLine(conn)
+	line, err := ReadLine(conn)
 	if err != nil {
 		return fail(fmt.Errorf("router %s: read reply: %w: %w", addr, err, errdefs.ErrUnavailable))
 	}

@@ -1,4 +1,4 @@
-package router
+package tunnel
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func (id *Identity) handshake(ctx context.Context, conn net.Conn, peer string, s
 		InsecureSkipVerify:    true,
 		VerifyPeerCertificate: pin.Verify(map[bool]string{true: "client", false: "exporter"}[server], peer),
 	}
-	bc := &batchConn{Conn: conn}
+	bc := &BatchConn{Conn: conn}
 	var t *tls.Conn
 	if server {
 		tc.ClientAuth = tls.RequireAnyClientCert
@@ -86,5 +86,5 @@ func (id *Identity) handshake(ctx context.Context, conn net.Conn, peer string, s
 		conn.Close()
 		return nil, fmt.Errorf("end-to-end tunnel: tls: %w: %w", err, errdefs.ErrUnavailable)
 	}
-	return newTLSConn(t, bc), nil
+	return NewTLSConn(t, bc), nil
 }

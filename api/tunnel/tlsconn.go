@@ -1,4 +1,4 @@
-package router
+package tunnel
 
 import (
 	"crypto/tls"
@@ -14,11 +14,11 @@ const chunk = 256 << 10
 
 var chunks = sync.Pool{New: func() any { b := make([]byte, chunk); return &b }}
 
-// batchConn sits under crypto/tls on a tunnel leg. Once batching is
+// BatchConn sits under crypto/tls on a tunnel leg. Once batching is
 // switched on (after the handshake), reads fill a pooled chunk from the
-// network and writes inside one tlsConn.Write collect their records into
+// network and writes inside one TLSConn.Write collect their records into
 // one system call. An idle leg holds no buffer.
-type batchConn struct {
+type BatchConn struct {
 	net.Conn
 
 	rmu     sync.Mutex
@@ -32,7 +32,7 @@ type batchConn struct {
 	out   []byte
 }
 
-func (b *batchConn) Read(p []byte) (int, error) {
+func (b *BatchConn) Read(p []byte) (int, error) {
 	b.rmu.Lock()
 	defer b.rmu.Unlock()
 	if !b.on {
@@ -57,21 +57,21 @@ func (b *batchConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *batchConn) release() {
+func (b *BatchConn) release() {
 	if b.rbuf != nil {
 		chunks.Put(b.rbuf)
 		b.rbuf, b.pending = nil, nil
 	}
 }
 
-// buffered is how many bytes read from the network await crypto/tls.
-func (b *batchConn) buffered() int {
+// Buffered is how many bytes read from the network await crypto/tls.
+func (b *BatchConn) Buffered() int {
 	b.rmu.Lock()
 	defer b.rmu.Unlock()
 	return len(b.pending)
 }
 
-func (b *batchConn) Write(p []byte) (int, error) {
+func (b *BatchConn) Write(p []byte) (int, error) {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	if !b.batch {
@@ -93,7 +93,7 @@ func (b *batchConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (b *batchConn) flushLocked() error {
+func (b *BatchConn) flushLocked() error {
 	if len(b.out) == 0 {
 		return nil
 	}
@@ -104,7 +104,7 @@ func (b *batchConn) flushLocked() error {
 
 // setBatch starts or ends a batch of writes; ending it sends the batch
 // and gives its buffer back.
-func (b *batchConn) setBatch(on bool) error {
+func (b *BatchConn) setBatch(on bool) error {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	b.batch = on
@@ -119,22 +119,22 @@ func (b *batchConn) setBatch(on bool) error {
 	return err
 }
 
-// tlsConn is a TLS tunnel leg over a batchConn.
-type tlsConn struct {
+// TLSConn is a TLS tunnel leg over a BatchConn.
+type TLSConn struct {
 	*tls.Conn
-	b *batchConn
+	b *BatchConn
 }
 
-// newTLSConn starts batching on a leg whose handshake is done.
-func newTLSConn(c *tls.Conn, b *batchConn) *tlsConn {
+// NewTLSConn starts batching on a leg whose handshake is done.
+func NewTLSConn(c *tls.Conn, b *BatchConn) *TLSConn {
 	b.rmu.Lock()
 	b.on = true
 	b.rmu.Unlock()
-	return &tlsConn{Conn: c, b: b}
+	return &TLSConn{Conn: c, b: b}
 }
 
 // Write sends p's records in as few system calls as their size allows.
-func (t *tlsConn) Write(p []byte) (int, error) {
+func (t *TLSConn) Write(p []byte) (int, error) {
 	if len(p) <= 16<<10 {
 		// One record: nothing to batch.
 		return t.Conn.Write(p)
@@ -149,6 +149,6 @@ func (t *tlsConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// buffered is how many bytes arrived but are not yet decrypted records
+// Buffered is how many bytes arrived but are not yet decrypted records
 // (a lower bound: crypto/tls may hold more).
-func (t *tlsConn) buffered() int { return t.b.buffered() }
+func (t *TLSConn) Buffered() int { return t.b.Buffered() }

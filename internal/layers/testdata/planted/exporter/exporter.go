@@ -1,0 +1,4 @@
+// Package exporter is in its layer.
+package exporter
+
+import _ "planted.test/pogo/api/pin"

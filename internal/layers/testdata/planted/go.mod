@@ -1,0 +1,3 @@
+module planted.test/pogo
+
+go 1.26
