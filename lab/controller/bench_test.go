@@ -306,6 +306,7 @@ func benchGrant(b *testing.B, exporters, requests int) {
 		for i, l := range ls {
 			release(clients[i%len(clients)], l.GetId())
 		}
+		waitFree(b, fakes)
 		b.StartTimer()
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
