@@ -542,4 +542,3 @@ func BenchmarkStream(b *testing.B) {
 	b.ReportMetric(plain/relay, "routed-plain/bare-relay")
 	b.ReportMetric(e2e/direct, "routed-e2e/direct")
 }
-
