@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -85,7 +84,7 @@ type Controller struct {
 
 	// session is this replica's etcd lease; online keys hang off it.
 	smu     sync.Mutex
-	session clientv3.LeaseID
+	session store.Session
 
 	lmu   sync.Mutex
 	links map[string]*link
@@ -94,6 +93,8 @@ type Controller struct {
 	posRev    int64
 	posAt     time.Time
 	positions map[string]int
+
+	selectors *selectorCache
 
 	// creates queues new leases for commitCreates.
 	creates chan *createReq
@@ -125,7 +126,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, creates: make(chan *createReq, 256)}
+	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, selectors: newSelectorCache(maxSelectors), creates: make(chan *createReq, 256)}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
 	defer func() {
@@ -140,7 +141,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if err := c.loadSecrets(ctx); err != nil {
 		return nil, err
 	}
-	if c.cache, err = store.NewCache(c.ctx, c.st.Client); err != nil {
+	if c.cache, err = store.NewCache(c.ctx, c.st); err != nil {
 		return nil, err
 	}
 	if c.lis, err = net.Listen("tcp", o.Listen); err != nil {
@@ -302,7 +303,7 @@ func (c *Controller) Close() error {
 		c.smu.Unlock()
 		if id != 0 {
 			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = c.st.Client.Revoke(rctx, id)
+			_ = c.st.Revoke(rctx, id)
 			cancel()
 		}
 		err = c.st.Close()
@@ -312,12 +313,12 @@ func (c *Controller) Close() error {
 
 // loadSecrets creates the stream-token key and the CA once per cluster.
 func (c *Controller) loadSecrets(ctx context.Context) error {
-	key, err := c.createOnce(ctx, store.SecretKey, func() (string, error) { return randHex(32), nil })
+	key, err := c.st.CreateOnce(ctx, store.SecretKey, func() (string, error) { return randHex(32), nil })
 	if err != nil {
 		return fmt.Errorf("stream token key: %w", err)
 	}
 	c.signer = auth.Signer{Key: []byte(key)}
-	caText, err := c.createOnce(ctx, store.CAKey, func() (string, error) {
+	caText, err := c.st.CreateOnce(ctx, store.CAKey, func() (string, error) {
 		ca, err := auth.NewCA()
 		if err != nil {
 			return "", err
@@ -336,31 +337,6 @@ func (c *Controller) loadSecrets(ctx context.Context) error {
 	return os.WriteFile(filepath.Join(c.opts.DataDir, "ca.crt"), c.ca.CertPEM, 0o644)
 }
 
-// createOnce returns the value at key, creating it if absent; a racing
-// replica's value wins.
-func (c *Controller) createOnce(ctx context.Context, key string, make func() (string, error)) (string, error) {
-	r, err := c.st.Client.Get(ctx, key)
-	if err != nil {
-		return "", err
-	}
-	if len(r.Kvs) > 0 {
-		return string(r.Kvs[0].Value), nil
-	}
-	v, err := make()
-	if err != nil {
-		return "", err
-	}
-	tr, err := c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, v)).Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return "", err
-	}
-	if !tr.Succeeded {
-		return string(tr.Responses[0].GetResponseRange().Kvs[0].Value), nil
-	}
-	return v, nil
-}
-
 func (c *Controller) serverCert() (tls.Certificate, error) {
 	host, _, _ := net.SplitHostPort(c.router)
 	name, _ := os.Hostname()
@@ -374,12 +350,12 @@ func (c *Controller) serverCert() (tls.Certificate, error) {
 
 // newSession grants the replica's etcd lease that online keys hang off.
 func (c *Controller) newSession(ctx context.Context) error {
-	g, err := c.st.Client.Grant(ctx, int64(OnlineTTL/time.Second))
+	g, err := c.st.NewSession(ctx, OnlineTTL)
 	if err != nil {
-		return fmt.Errorf("etcd lease for online keys: %w", err)
+		return fmt.Errorf("session for online keys: %w", err)
 	}
 	c.smu.Lock()
-	c.session = g.ID
+	c.session = g
 	c.smu.Unlock()
 	return nil
 }
@@ -392,11 +368,7 @@ func (c *Controller) keepSession() {
 		c.smu.Lock()
 		id := c.session
 		c.smu.Unlock()
-		ka, err := c.st.Client.KeepAlive(c.ctx, id)
-		if err == nil {
-			for range ka {
-			}
-		}
+		_ = c.st.KeepAlive(c.ctx, id)
 		if c.ctx.Err() != nil {
 			return
 		}

@@ -2,17 +2,15 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
-// maxCreates bounds the leases stored in one transaction (one compare and
-// one put each, under etcd's default --max-txn-ops of 128).
-const maxCreates = 64
+// maxCreates bounds the leases stored in one transaction.
+const maxCreates = store.MaxCreates
 
 type createReq struct {
 	l    *store.Lease
@@ -73,26 +71,16 @@ func (c *Controller) commitCreates() {
 // createTxn stores batch in one transaction and answers every request of
 // it, except on a failed compare of a batch of several.
 func (c *Controller) createTxn(batch []*createReq) error {
-	cmps := make([]clientv3.Cmp, 0, len(batch))
-	ops := make([]clientv3.Op, 0, len(batch))
+	ls := make([]*store.Lease, 0, len(batch))
 	for _, r := range batch {
-		key := store.LeasesPrefix + r.l.ID
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		ops = append(ops, clientv3.OpPut(key, jsonString(r.l)))
+		ls = append(ls, r.l)
 	}
-	tr, err := c.st.Client.Txn(c.ctx).If(cmps...).Then(ops...).Commit()
-	switch {
-	case err != nil:
-		err = fmt.Errorf("store lease: %w", err)
-	case !tr.Succeeded && len(batch) == 1:
-		err = fmt.Errorf("lease id %s collided; try again: %w", batch[0].l.ID, errdefs.ErrExists)
-	case !tr.Succeeded:
+	rev, err := c.st.CreateLeases(c.ctx, ls)
+	if errors.Is(err, store.ErrChanged) {
 		return errCollided
 	}
 	for _, r := range batch {
-		if err == nil {
-			r.rev = tr.Header.Revision
-		}
+		r.rev = rev
 		r.done <- err
 	}
 	return err

@@ -268,7 +268,7 @@ func (s *leaseService) ListExporters(ctx context.Context, req *pb.ListExportersR
 	s.c.cache.Read(func(v *store.View) {
 		var policy lease.Selector
 		if p := v.Policies[who]; p != nil {
-			policy = parsedSelector(p.Selector)
+			policy = s.c.selectors.get(p.Selector)
 		}
 		for name, e := range v.Exporters {
 			if !sel.Matches(e.Labels) || !policy.Matches(e.Labels) {
@@ -377,7 +377,7 @@ func (c *Controller) toPB(l *store.Lease) *pb.Lease {
 	return out
 }
 
-func stateToPB(s string) pb.LeaseState {
+func stateToPB(s store.State) pb.LeaseState {
 	switch s {
 	case store.Pending:
 		return pb.LeaseState_LEASE_STATE_PENDING

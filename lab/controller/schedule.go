@@ -2,21 +2,18 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/lab/controller/lease"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
-// maxBatch bounds the grants committed in one etcd transaction: each
-// grant is 4 compares, and etcd refuses a transaction with more than
-// --max-txn-ops (default 128) compares or operations.
-const maxBatch = 32
+// maxBatch bounds the grants committed in one etcd transaction.
+const maxBatch = store.MaxGrants
 
 // schedule runs on every replica: whenever the state changes (a lease is
 // requested or ends, an exporter comes online, is enabled) or a begin or
@@ -45,22 +42,6 @@ func (c *Controller) schedule() {
 	}
 }
 
-var selectors sync.Map // string → lease.Selector
-
-func parsedSelector(s string) lease.Selector {
-	if v, ok := selectors.Load(s); ok {
-		return v.(lease.Selector)
-	}
-	sel, err := lease.Parse(s)
-	if err != nil {
-		// Stored selectors were checked on the way in; one that fails now
-		// matches nothing rather than everything.
-		sel = lease.Selector{{Key: "pogo.invalid/selector", Op: lease.Exists}}
-	}
-	selectors.Store(s, sel)
-	return sel
-}
-
 type grant struct {
 	l   *store.Lease
 	e   *store.Exporter
@@ -77,7 +58,7 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		byID    = map[string]*store.Lease{}
 		expByN  = map[string]*store.Exporter{}
 		expired []*store.Lease
-		stale   []string
+		stale   []*store.Lease
 		invalid []*store.Lease
 		// orphans are ready leases whose client or exporter was deleted
 		// (the deletion ends them itself, except a lease requested as
@@ -96,7 +77,7 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 					end = l.Created
 				}
 				if !end.After(keep) {
-					stale = append(stale, l.ID)
+					stale = append(stale, l)
 				} else if t := end.Add(c.opts.Retention); t.Before(next) {
 					next = t
 				}
@@ -186,9 +167,9 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 
 // request is l as the queue sees it, with its client's policy.
 func (c *Controller) request(v *store.View, l *store.Lease) lease.Request {
-	r := lease.Request{ID: l.ID, Priority: l.Priority, Seq: l.Create, Begin: l.Begin, Name: l.ExporterName, Selector: parsedSelector(l.Selector)}
+	r := lease.Request{ID: l.ID, Priority: l.Priority, Seq: l.Create, Begin: l.Begin, Name: l.ExporterName, Selector: c.selectors.get(l.Selector)}
 	if p := v.Policies[l.Client]; p != nil && p.Selector != "" {
-		r.Policy = parsedSelector(p.Selector)
+		r.Policy = c.selectors.get(p.Selector)
 	}
 	return r
 }
@@ -197,46 +178,37 @@ func (c *Controller) request(v *store.View, l *store.Lease) lease.Request {
 // and pending, every exporter unchanged (so still enabled), unassigned and
 // online.
 func (c *Controller) commitGrants(ctx context.Context, gs []grant) bool {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+	sg := make([]store.Grant, 0, len(gs))
 	for _, g := range gs {
-		lk := store.LeasesPrefix + g.l.ID
-		ek := store.ExportersPrefix + g.e.Name
-		ak := store.AssignPrefix + g.e.Name
-		ok := store.OnlinePrefix + g.e.Name
-		cmps = append(cmps,
-			clientv3.Compare(clientv3.ModRevision(lk), "=", g.l.Mod),
-			clientv3.Compare(clientv3.ModRevision(ek), "=", g.e.Mod),
-			clientv3.Compare(clientv3.CreateRevision(ak), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(ok), ">", 0),
-		)
-		nl := g.l.Clone()
-		nl.State, nl.Exporter, nl.Granted, nl.End, nl.Reason = store.Ready, g.e.Name, g.now, g.now.Add(g.l.Duration), ""
-		ops = append(ops, clientv3.OpPut(lk, jsonString(nl)), clientv3.OpPut(ak, g.l.ID))
+		sg = append(sg, store.Grant{Lease: g.l, Exporter: g.e, At: g.now})
 	}
-	tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	_, rev, err := c.st.Grant(ctx, sg)
 	if err != nil {
-		c.log.Warn("grant transaction", "err", err)
-		return false
-	}
-	if !tr.Succeeded {
+		if !errors.Is(err, store.ErrChanged) {
+			c.log.Warn("grant", "err", err)
+		}
 		return false
 	}
 	for _, g := range gs {
 		c.m.grantLatency.Observe(g.now.Sub(g.l.Created).Seconds())
 		c.log.Info("lease granted", "lease", g.l.ID, "client", g.l.Client, "exporter", g.e.Name, "waited", g.now.Sub(g.l.Created).Round(time.Millisecond))
 	}
-	_ = c.cache.WaitRev(ctx, tr.Header.Revision)
+	_ = c.cache.WaitRev(ctx, rev)
 	return true
 }
 
 // finish moves a lease into a final state, freeing its exporter. It is a
 // no-op on a lease that is already final.
-func (c *Controller) finish(ctx context.Context, id, state, reason string) error {
+func (c *Controller) finish(ctx context.Context, id string, state store.State, reason string) error {
 	_, err := c.modifyLease(ctx, id, func(l *store.Lease) error {
-		if !endRecord(l, state, reason, time.Now()) {
+		if l.Final() {
 			return errFinal
 		}
+		n, err := l.Finish(state, reason, time.Now())
+		if err != nil {
+			return err
+		}
+		*l = *n
 		return nil
 	})
 	if err == errFinal {
@@ -247,64 +219,16 @@ func (c *Controller) finish(ctx context.Context, id, state, reason string) error
 
 var errFinal = fmt.Errorf("lease is final")
 
-// endRecord moves l into a final state at now; false if it already was.
-func endRecord(l *store.Lease, state, reason string, now time.Time) bool {
-	if l.Final() {
-		return false
-	}
-	l.State, l.Reason = state, reason
-	if l.End.IsZero() || l.End.After(now) {
-		l.End = now
-	}
-	return true
-}
-
-// leaseWrite is the compare and the operations that store l over the
-// version read at l.Mod; free also deletes its exporter's assignment if it
-// still names l (a lease leaving Ready).
-func leaseWrite(l *store.Lease, free bool) ([]clientv3.Cmp, []clientv3.Op) {
-	key := store.LeasesPrefix + l.ID
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", l.Mod)}
-	ops := []clientv3.Op{clientv3.OpPut(key, jsonString(l))}
-	if free && l.Exporter != "" {
-		ak := store.AssignPrefix + l.Exporter
-		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ak), "=", l.ID)}, []clientv3.Op{clientv3.OpDelete(ak)}, nil))
-	}
-	return cmps, ops
-}
-
-// modifyLease rewrites a lease with f against its latest version in
-// etcd; a lease leaving Ready frees its exporter in the same transaction.
+// modifyLease rewrites a lease with f against its latest version in etcd
+// and waits until the cache has it; a lease leaving Ready frees its
+// exporter in the same transaction.
 func (c *Controller) modifyLease(ctx context.Context, id string, f func(*store.Lease) error) (*store.Lease, error) {
-	key := store.LeasesPrefix + id
-	for {
-		r, err := c.st.Client.Get(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("read lease %s: %w", id, err)
-		}
-		if len(r.Kvs) == 0 {
-			return nil, fmt.Errorf("lease %q: %w", id, errdefs.ErrNotFound)
-		}
-		var l store.Lease
-		if err := jsonUnmarshal(r.Kvs[0].Value, &l); err != nil {
-			return nil, fmt.Errorf("lease %s record: %w", id, err)
-		}
-		l.Meta = store.Meta{Create: r.Kvs[0].CreateRevision, Mod: r.Kvs[0].ModRevision}
-		wasReady := l.State == store.Ready
-		if err := f(&l); err != nil {
-			return &l, err
-		}
-		cmps, ops := leaseWrite(&l, wasReady && l.State != store.Ready)
-		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("write lease %s: %w", id, err)
-		}
-		if tr.Succeeded {
-			_ = c.cache.WaitRev(ctx, tr.Header.Revision)
-			l.Mod = tr.Header.Revision
-			return &l, nil
-		}
+	l, rev, err := c.st.ModifyLease(ctx, id, f)
+	if err != nil {
+		return l, err
 	}
+	_ = c.cache.WaitRev(ctx, rev)
+	return l, nil
 }
 
 // endLease ends a lease on behalf of its exporter.
@@ -320,18 +244,13 @@ func (c *Controller) endLease(ctx context.Context, id, exporter, reason string) 
 // purge deletes final leases past the retention period, so the store
 // does not grow forever. Final leases never change, so there is nothing
 // to compare; every replica may do it.
-func (c *Controller) purge(ctx context.Context, ids []string) {
-	for len(ids) > 0 {
-		n := min(len(ids), 128)
-		ops := make([]clientv3.Op, 0, n)
-		for _, id := range ids[:n] {
-			ops = append(ops, clientv3.OpDelete(store.LeasesPrefix+id))
-		}
-		if _, err := c.st.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
-			c.log.Warn("delete ended leases", "err", err)
-			return
-		}
-		c.log.Info("deleted ended leases past retention", "count", n, "retention", c.opts.Retention)
-		ids = ids[n:]
+func (c *Controller) purge(ctx context.Context, ls []*store.Lease) {
+	if len(ls) == 0 {
+		return
 	}
+	if err := c.st.PurgeLeases(ctx, ls); err != nil {
+		c.log.Warn("delete ended leases", "err", err)
+		return
+	}
+	c.log.Info("deleted ended leases past retention", "count", len(ls), "retention", c.opts.Retention)
 }

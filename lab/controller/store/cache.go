@@ -38,9 +38,9 @@ type Cache struct {
 	keyed map[string]map[*waiter]struct{}
 }
 
-// NewCache loads the prefix and follows it until ctx ends.
-func NewCache(ctx context.Context, cli *clientv3.Client) (*Cache, error) {
-	c := &Cache{cli: cli, changed: make(chan struct{}), keyed: map[string]map[*waiter]struct{}{}}
+// NewCache lists the prefix and watches it until ctx ends.
+func NewCache(ctx context.Context, s *Store) (*Cache, error) {
+	c := &Cache{cli: s.cli, changed: make(chan struct{}), keyed: map[string]map[*waiter]struct{}{}}
 	rev, err := c.load(ctx)
 	if err != nil {
 		return nil, err
