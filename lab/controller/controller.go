@@ -96,7 +96,7 @@ type Controller struct {
 
 	selectors *selectorCache
 
-	// creates queues new leases for commitCreates.
+	// creates queues new leases for the scheduler.
 	creates chan *createReq
 }
 
@@ -126,7 +126,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, selectors: newSelectorCache(maxSelectors), creates: make(chan *createReq, 256)}
+	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, selectors: newSelectorCache(maxSelectors), creates: make(chan *createReq, maxNew)}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
 	defer func() {
@@ -240,9 +240,8 @@ func (c *Controller) Registry() *prometheus.Registry { return c.reg }
 
 // Serve serves until Close or ctx ends.
 func (c *Controller) Serve(ctx context.Context) error {
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.schedule() }()
-	go func() { defer c.wg.Done(); c.commitCreates() }()
 	go func() { defer c.wg.Done(); c.keepSession() }()
 	go c.admin.Serve(c.adminL)
 	if c.metrics != nil {

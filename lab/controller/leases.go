@@ -245,11 +245,16 @@ func (s *leaseService) WatchLease(req *pb.GetLeaseRequest, stream pb.Leases_Watc
 			stop()
 			return nil
 		}
-		// The lease itself wakes the watch; the queue position, which
-		// moves with other leases, is refreshed twice a second.
+		// The lease itself wakes the watch; the queue position of a
+		// pending lease, which moves with other leases, is refreshed
+		// twice a second.
+		var tc <-chan time.Time
+		if l.State == store.Pending {
+			tc = tick.C
+		}
 		select {
 		case <-changed:
-		case <-tick.C:
+		case <-tc:
 		case <-ctx.Done():
 			stop()
 			return nil

@@ -15,17 +15,26 @@ import (
 // maxBatch bounds the grants committed in one etcd transaction.
 const maxBatch = store.MaxGrants
 
+// maxNew bounds the new requests one scheduling round takes; more wait
+// for the next round.
+const maxNew = 1024
+
 // schedule runs on every replica: whenever the state changes (a lease is
 // requested or ends, an exporter comes online, is enabled) or a begin or
 // end time passes, it grants what can be granted and expires what is due.
-// Grants are transactions comparing revisions, so replicas racing each
-// other never both win.
+// New requests of this replica join the round before they are stored, so
+// a request an exporter is free for is stored already granted: one
+// transaction and one cache update instead of two of each. Grants are
+// transactions comparing revisions, so replicas racing each other never
+// both win.
 func (c *Controller) schedule() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var news []*createReq
 	for c.ctx.Err() == nil {
 		changed := c.cache.Changed()
-		next := c.scheduleOnce(c.ctx)
+		next := c.scheduleOnce(c.ctx, news)
+		news = nil
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -35,21 +44,36 @@ func (c *Controller) schedule() {
 		timer.Reset(time.Until(next))
 		select {
 		case <-changed:
+		case r := <-c.creates:
+			news = append(news, r)
 		case <-timer.C:
 		case <-c.ctx.Done():
 			return
+		}
+		// Whatever else queued meanwhile joins this round.
+	drain:
+		for len(news) < maxNew {
+			select {
+			case r := <-c.creates:
+				news = append(news, r)
+			default:
+				break drain
+			}
 		}
 	}
 }
 
 type grant struct {
+	// req is set for a new request, not stored yet.
+	req *createReq
 	l   *store.Lease
 	e   *store.Exporter
 	now time.Time
 }
 
-// scheduleOnce does one round and returns when the next timed event is.
-func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
+// scheduleOnce does one round, with news the requests not yet stored,
+// and returns when the next timed event is.
+func (c *Controller) scheduleOnce(ctx context.Context, news []*createReq) time.Time {
 	now := time.Now()
 	next := now.Add(time.Hour)
 	var (
@@ -64,10 +88,18 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		// (the deletion ends them itself, except a lease requested as
 		// the client was deleted): lease id → reason.
 		orphans = map[string]string{}
-		rev     int64
+		fresh   = map[string]*createReq{}
 	)
 	c.cache.Read(func(v *store.View) {
-		rev = v.Rev
+		// New requests queue behind every stored one of their priority.
+		for i, r := range news {
+			if r.l.State == store.Pending {
+				q := c.request(v, r.l)
+				q.Seq = v.Rev + 1 + int64(i)
+				reqs = append(reqs, q)
+				byID[r.l.ID], fresh[r.l.ID] = r.l, r
+			}
+		}
 		keep := now.Add(-c.opts.Retention)
 		for _, l := range v.Leases {
 			switch l.State {
@@ -130,39 +162,85 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		}
 	}
 	c.purge(ctx, stale)
-	if len(reqs) == 0 {
-		return next
-	}
-	gs := lease.Schedule(now, reqs, exps)
-	if len(gs) == 0 {
-		return next
+	var gs []lease.Grant
+	if len(reqs) > 0 {
+		gs = lease.Schedule(now, reqs, exps)
 	}
 	batch := make([]grant, 0, len(gs))
 	for _, g := range gs {
-		batch = append(batch, grant{l: byID[g.Lease], e: expByN[g.Exporter], now: now})
+		batch = append(batch, grant{req: fresh[g.Lease], l: byID[g.Lease], e: expByN[g.Exporter], now: now})
+		delete(fresh, g.Lease)
 	}
-	// Batches are disjoint, so they commit concurrently: etcd folds
-	// concurrent proposals into one WAL sync instead of one per batch.
-	var wg sync.WaitGroup
-	for len(batch) > 0 {
-		n := min(len(batch), maxBatch)
-		part := batch[:n]
-		batch = batch[n:]
+	// What is left of news is stored as requested.
+	var toStore []*createReq
+	for _, r := range news {
+		if _, ok := fresh[r.l.ID]; ok || r.l.State != store.Pending {
+			toStore = append(toStore, r)
+		}
+	}
+	c.commitRound(ctx, batch, toStore)
+	return next
+}
+
+// commitRound commits a round's grants and stores its new requests that
+// were not granted, answering each new request, and waits until the
+// cache has it all (so the next round starts from it). Batches are
+// disjoint, so they commit concurrently: etcd folds concurrent proposals
+// into one WAL sync instead of one per batch.
+func (c *Controller) commitRound(ctx context.Context, gs []grant, news []*createReq) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		last int64
+		// lost are new requests whose grant lost a race: they are
+		// stored pending instead.
+		lost []*createReq
+	)
+	seen := func(rev int64) {
+		mu.Lock()
+		last = max(last, rev)
+		mu.Unlock()
+	}
+	for len(gs) > 0 {
+		part := gs[:min(len(gs), maxBatch)]
+		gs = gs[len(part):]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if ok := c.commitGrants(ctx, part); !ok && len(part) > 1 {
-				// Someone else changed part of the state: grant one by
-				// one, letting each compare decide.
-				for _, g := range part {
-					c.commitGrants(ctx, []grant{g})
+			if rev, ok := c.commitGrants(ctx, part); ok {
+				seen(rev)
+				return
+			}
+			// Someone else changed part of the state: grant one by one,
+			// letting each compare decide.
+			for _, g := range part {
+				if len(part) > 1 {
+					if rev, ok := c.commitGrants(ctx, []grant{g}); ok {
+						seen(rev)
+						continue
+					}
+				}
+				if g.req != nil {
+					mu.Lock()
+					lost = append(lost, g.req)
+					mu.Unlock()
 				}
 			}
 		}()
 	}
+	for len(news) > 0 {
+		part := news[:min(len(news), maxCreates)]
+		news = news[len(part):]
+		wg.Add(1)
+		go func() { defer wg.Done(); seen(c.storeNew(part)) }()
+	}
 	wg.Wait()
-	_ = rev
-	return next
+	if len(lost) > 0 {
+		seen(c.storeNew(lost))
+	}
+	if last > 0 {
+		_ = c.cache.WaitRev(ctx, last)
+	}
 }
 
 // request is l as the queue sees it, with its client's policy.
@@ -175,9 +253,9 @@ func (c *Controller) request(v *store.View, l *store.Lease) lease.Request {
 }
 
 // commitGrants grants in one transaction: every lease must be unchanged
-// and pending, every exporter unchanged (so still enabled), unassigned and
-// online.
-func (c *Controller) commitGrants(ctx context.Context, gs []grant) bool {
+// and pending (or new, its id free), every exporter unchanged (so still
+// enabled), unassigned and online. New requests granted are answered.
+func (c *Controller) commitGrants(ctx context.Context, gs []grant) (int64, bool) {
 	sg := make([]store.Grant, 0, len(gs))
 	for _, g := range gs {
 		sg = append(sg, store.Grant{Lease: g.l, Exporter: g.e, At: g.now})
@@ -187,14 +265,17 @@ func (c *Controller) commitGrants(ctx context.Context, gs []grant) bool {
 		if !errors.Is(err, store.ErrChanged) {
 			c.log.Warn("grant", "err", err)
 		}
-		return false
+		return 0, false
 	}
 	for _, g := range gs {
+		if g.req != nil {
+			g.req.rev = rev
+			g.req.done <- nil
+		}
 		c.m.grantLatency.Observe(g.now.Sub(g.l.Created).Seconds())
 		c.log.Info("lease granted", "lease", g.l.ID, "client", g.l.Client, "exporter", g.e.Name, "waited", g.now.Sub(g.l.Created).Round(time.Millisecond))
 	}
-	_ = c.cache.WaitRev(ctx, rev)
-	return true
+	return rev, true
 }
 
 // finish moves a lease into a final state, freeing its exporter. It is a
