@@ -24,6 +24,19 @@ func waitFile(path string, timeout time.Duration) {
 	Eventually(func() error { _, err := os.Stat(path); return err }, timeout, 20*time.Millisecond).Should(Succeed())
 }
 
+// waitContent waits until path has content: a shell creates a file it
+// redirects to before the command writing it has run.
+func waitContent(path string, timeout time.Duration) {
+	GinkgoHelper()
+	Eventually(func() (int64, error) {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}, timeout, 20*time.Millisecond).Should(BeNumerically(">", 0))
+}
+
 var _ = Describe("leases through the controller", Label("lease"), func() {
 	It("leases by label, drives the board through the router and releases it", func() {
 		l := newLab()
@@ -118,7 +131,7 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 			return []string{"-l", "board=qemu", "--", "sh", "-c", "date +%s.%N > " + got(n) + "; j power on; while [ ! -f " + rel(n) + " ]; do sleep 0.02; done"}
 		}
 		holder := users["holder"].shell(script("holder")...)
-		waitFile(got("holder"), 30*time.Second)
+		waitContent(got("holder"), 30*time.Second)
 		// Queue in this order: first, second (priority 0), then vip (5).
 		shells := map[string]*proc{}
 		for _, n := range []string{"first", "second", "vip"} {
@@ -131,7 +144,7 @@ var _ = Describe("leases through the controller", Label("lease"), func() {
 			prev, next := order[i-1], order[i]
 			released := time.Now()
 			Expect(os.WriteFile(rel(prev), nil, 0o644)).To(Succeed())
-			waitFile(got(next), 20*time.Second)
+			waitContent(got(next), 20*time.Second)
 			// Nobody else got it in between.
 			for _, other := range order[i+1:] {
 				_, err := os.Stat(got(other))
