@@ -74,6 +74,13 @@ func (c *Controller) createTxn(batch []*createReq) (int64, error) {
 	if errors.Is(err, store.ErrChanged) {
 		return 0, errCollided
 	}
+	if errors.Is(err, errdefs.ErrExists) {
+		// A grant whose answer was lost (etcd timed out, then applied
+		// it) may have stored this very request already.
+		if l, _, gerr := c.st.GetLease(c.ctx, ls[0].ID); gerr == nil && l != nil && l.Client == ls[0].Client && l.Created.Equal(ls[0].Created) {
+			rev, err = l.Mod, nil
+		}
+	}
 	for _, r := range batch {
 		r.rev = rev
 		r.done <- err

@@ -226,6 +226,12 @@ func (s *Store) PurgeLeases(ctx context.Context, ls []*Lease) error {
 	return nil
 }
 
+// GetLease reads a lease (nil if absent) and the revision it was read
+// at.
+func (s *Store) GetLease(ctx context.Context, id string) (*Lease, int64, error) {
+	return get(ctx, s, LeasesPrefix+id, func(r *Lease, m Meta) { r.Meta = m })
+}
+
 // GetClient reads a client identity (nil if absent) and the revision it
 // was read at.
 func (s *Store) GetClient(ctx context.Context, name string) (*Identity, int64, error) {
