@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/pogolab/pogo/api/errdefs"
 	pb "github.com/pogolab/pogo/api/pogo/v1"
 	"github.com/pogolab/pogo/api/token"
@@ -34,32 +32,20 @@ func (s *adminService) create(ctx context.Context, kind string, req *pb.CreateId
 		return nil, errdefs.ToGRPC(fmt.Errorf("%s %v: %w", kind, err, errdefs.ErrInvalid))
 	}
 	tok, hash := token.NewToken(kind, name)
-	var key, val string
-	if kind == token.Client {
-		key, val = store.ClientsPrefix+name, jsonString(&store.Identity{Name: name, TokenHash: hash, Created: time.Now()})
-	} else {
-		key = store.ExportersPrefix + name
-		if req.GetRotate() {
-			err := s.c.updateExporter(ctx, name, func(e *store.Exporter) error { e.TokenHash = hash; return nil })
-			if err != nil {
-				return nil, errdefs.ToGRPC(err)
-			}
-			return &pb.CreateIdentityResponse{Name: name, Token: tok}, nil
-		}
-		val = jsonString(&store.Exporter{Name: name, TokenHash: hash, Created: time.Now()})
+	var rev int64
+	var err error
+	switch {
+	case kind == token.Client:
+		rev, err = s.c.st.PutClient(ctx, &store.Identity{Name: name, TokenHash: hash, Created: time.Now()}, req.GetRotate())
+	case req.GetRotate():
+		rev, err = s.c.st.ModifyExporter(ctx, name, func(e *store.Exporter) error { e.TokenHash = hash; return nil })
+	default:
+		rev, err = s.c.st.CreateExporter(ctx, &store.Exporter{Name: name, TokenHash: hash, Created: time.Now()})
 	}
-	txn := s.c.st.Client.Txn(ctx)
-	if !req.GetRotate() {
-		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-	}
-	tr, err := txn.Then(clientv3.OpPut(key, val)).Commit()
 	if err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("store %s %s: %w", kind, name, err))
+		return nil, errdefs.ToGRPC(err)
 	}
-	if !tr.Succeeded {
-		return nil, errdefs.ToGRPC(fmt.Errorf("%s %q already exists (rotate its token with --rotate): %w", kind, name, errdefs.ErrExists))
-	}
-	_ = s.c.cache.WaitRev(ctx, tr.Header.Revision)
+	_ = s.c.cache.WaitRev(ctx, rev)
 	s.c.log.Info("identity created", "kind", kind, "name", name, "rotate", req.GetRotate())
 	return &pb.CreateIdentityResponse{Name: name, Token: tok}, nil
 }
@@ -87,11 +73,11 @@ func (s *adminService) SetPolicy(ctx context.Context, p *pb.Policy) (*pb.Policy,
 		return nil, errdefs.ToGRPC(fmt.Errorf("selector: %v: %w", err, errdefs.ErrInvalid))
 	}
 	rec := &store.Policy{Client: p.GetClient(), Priority: int(p.GetPriority()), Selector: sel.String()}
-	r, err := s.c.st.Client.Put(ctx, store.PoliciesPrefix+p.GetClient(), jsonString(rec))
+	rev, err := s.c.st.PutPolicy(ctx, rec)
 	if err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("store policy: %w", err))
+		return nil, errdefs.ToGRPC(err)
 	}
-	_ = s.c.cache.WaitRev(ctx, r.Header.Revision)
+	_ = s.c.cache.WaitRev(ctx, rev)
 	return &pb.Policy{Client: rec.Client, Priority: int32(rec.Priority), Selector: rec.Selector}, nil
 }
 

@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	pb "github.com/pogolab/pogo/api/pogo/v1"
@@ -86,7 +85,7 @@ type Controller struct {
 
 	// session is this replica's etcd lease; online keys hang off it.
 	smu     sync.Mutex
-	session clientv3.LeaseID
+	session store.Session
 
 	lmu   sync.Mutex
 	links map[string]*link
@@ -98,7 +97,9 @@ type Controller struct {
 	posAt     time.Time
 	positions map[string]int
 
-	// creates queues new leases for commitCreates.
+	selectors *selectorCache
+
+	// creates queues new leases for the scheduler.
 	creates chan *createReq
 }
 
@@ -128,7 +129,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, creates: make(chan *createReq, 256)}
+	c := &Controller{opts: o, log: o.Log, links: map[string]*link{}, selectors: newSelectorCache(maxSelectors), creates: make(chan *createReq, maxNew)}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
 	defer func() {
@@ -143,7 +144,7 @@ func New(ctx context.Context, o Options) (*Controller, error) {
 	if err := c.loadSecrets(ctx); err != nil {
 		return nil, err
 	}
-	if c.cache, err = store.NewCache(c.ctx, c.st.Client); err != nil {
+	if c.cache, err = store.NewCache(c.ctx, c.st); err != nil {
 		return nil, err
 	}
 	if c.lis, err = net.Listen("tcp", o.Listen); err != nil {
@@ -234,9 +235,8 @@ func (c *Controller) Registry() *prometheus.Registry { return c.reg }
 
 // Serve serves until Close or ctx ends.
 func (c *Controller) Serve(ctx context.Context) error {
-	c.wg.Add(3)
+	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.schedule() }()
-	go func() { defer c.wg.Done(); c.commitCreates() }()
 	go func() { defer c.wg.Done(); c.keepSession() }()
 	go c.admin.Serve(c.adminL)
 	if c.metrics != nil {
@@ -297,7 +297,7 @@ func (c *Controller) Close() error {
 		c.smu.Unlock()
 		if id != 0 {
 			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, _ = c.st.Client.Revoke(rctx, id)
+			_ = c.st.Revoke(rctx, id)
 			cancel()
 		}
 		err = c.st.Close()
@@ -307,12 +307,12 @@ func (c *Controller) Close() error {
 
 // loadSecrets creates the stream-token key and the CA once per cluster.
 func (c *Controller) loadSecrets(ctx context.Context) error {
-	key, err := c.createOnce(ctx, store.SecretKey, func() (string, error) { return randHex(32), nil })
+	key, err := c.st.CreateOnce(ctx, store.SecretKey, func() (string, error) { return randHex(32), nil })
 	if err != nil {
 		return fmt.Errorf("stream token key: %w", err)
 	}
 	c.signer = token.Signer{Key: []byte(key)}
-	caText, err := c.createOnce(ctx, store.CAKey, func() (string, error) {
+	caText, err := c.st.CreateOnce(ctx, store.CAKey, func() (string, error) {
 		ca, err := auth.NewCA()
 		if err != nil {
 			return "", err
@@ -331,31 +331,6 @@ func (c *Controller) loadSecrets(ctx context.Context) error {
 	return os.WriteFile(filepath.Join(c.opts.DataDir, "ca.crt"), c.ca.CertPEM, 0o644)
 }
 
-// createOnce returns the value at key, creating it if absent; a racing
-// replica's value wins.
-func (c *Controller) createOnce(ctx context.Context, key string, make func() (string, error)) (string, error) {
-	r, err := c.st.Client.Get(ctx, key)
-	if err != nil {
-		return "", err
-	}
-	if len(r.Kvs) > 0 {
-		return string(r.Kvs[0].Value), nil
-	}
-	v, err := make()
-	if err != nil {
-		return "", err
-	}
-	tr, err := c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, v)).Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return "", err
-	}
-	if !tr.Succeeded {
-		return string(tr.Responses[0].GetResponseRange().Kvs[0].Value), nil
-	}
-	return v, nil
-}
-
 func (c *Controller) serverCert() (tls.Certificate, error) {
 	host, _, _ := net.SplitHostPort(c.router)
 	name, _ := os.Hostname()
@@ -369,12 +344,12 @@ func (c *Controller) serverCert() (tls.Certificate, error) {
 
 // newSession grants the replica's etcd lease that online keys hang off.
 func (c *Controller) newSession(ctx context.Context) error {
-	g, err := c.st.Client.Grant(ctx, int64(OnlineTTL/time.Second))
+	g, err := c.st.NewSession(ctx, OnlineTTL)
 	if err != nil {
-		return fmt.Errorf("etcd lease for online keys: %w", err)
+		return fmt.Errorf("session for online keys: %w", err)
 	}
 	c.smu.Lock()
-	c.session = g.ID
+	c.session = g
 	c.smu.Unlock()
 	return nil
 }
@@ -387,11 +362,7 @@ func (c *Controller) keepSession() {
 		c.smu.Lock()
 		id := c.session
 		c.smu.Unlock()
-		ka, err := c.st.Client.KeepAlive(c.ctx, id)
-		if err == nil {
-			for range ka {
-			}
-		}
+		_ = c.st.KeepAlive(c.ctx, id)
 		if c.ctx.Err() != nil {
 			return
 		}

@@ -2,17 +2,15 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
-// maxCreates bounds the leases stored in one transaction (one compare and
-// one put each, under etcd's default --max-txn-ops of 128).
-const maxCreates = 64
+// maxCreates bounds the leases stored in one transaction.
+const maxCreates = store.MaxCreates
 
 type createReq struct {
 	l    *store.Lease
@@ -20,10 +18,11 @@ type createReq struct {
 	rev  int64
 }
 
-// storeLease queues l for the next create transaction and waits for it.
-// A burst of requests then costs a few etcd revisions instead of one
-// each: every revision is a watch event each replica must process before
-// it can answer, and a slow watcher falls back to etcd's 100 ms resync.
+// storeLease queues l for the scheduler, which grants it at once if it
+// can and stores it either way, and waits for the revision that did. A
+// burst of requests then costs a few etcd revisions instead of two each:
+// every revision is a watch event each replica must process before it
+// can answer, and a slow watcher falls back to etcd's 100 ms resync.
 func (c *Controller) storeLease(ctx context.Context, l *store.Lease) (int64, error) {
 	r := &createReq{l: l, done: make(chan error, 1)}
 	select {
@@ -38,64 +37,55 @@ func (c *Controller) storeLease(ctx context.Context, l *store.Lease) (int64, err
 		return r.rev, err
 	case <-ctx.Done():
 		return 0, ctx.Err()
+	case <-c.ctx.Done():
+		return 0, fmt.Errorf("controller is shutting down: %w", errdefs.ErrUnavailable)
 	}
 }
 
-// commitCreates stores queued leases: whatever queued while the previous
-// transaction was in flight goes into the next one.
-func (c *Controller) commitCreates() {
-	for {
-		var batch []*createReq
-		select {
-		case r := <-c.creates:
-			batch = append(batch, r)
-		case <-c.ctx.Done():
-			return
-		}
-	drain:
-		for len(batch) < maxCreates {
-			select {
-			case r := <-c.creates:
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
-		if err := c.createTxn(batch); err == errCollided {
+// storeNew stores new requests as requested (pending or unsatisfiable),
+// in transactions of at most maxCreates, answers each and returns the
+// last revision written.
+func (c *Controller) storeNew(batch []*createReq) int64 {
+	var last int64
+	for len(batch) > 0 {
+		part := batch[:min(len(batch), maxCreates)]
+		batch = batch[len(part):]
+		if rev, err := c.createTxn(part); err == errCollided {
 			// An id collided: let each compare decide.
-			for _, r := range batch {
-				c.createTxn([]*createReq{r})
+			for _, r := range part {
+				rev, _ := c.createTxn([]*createReq{r})
+				last = max(last, rev)
 			}
+		} else {
+			last = max(last, rev)
 		}
 	}
+	return last
 }
 
 // createTxn stores batch in one transaction and answers every request of
 // it, except on a failed compare of a batch of several.
-func (c *Controller) createTxn(batch []*createReq) error {
-	cmps := make([]clientv3.Cmp, 0, len(batch))
-	ops := make([]clientv3.Op, 0, len(batch))
+func (c *Controller) createTxn(batch []*createReq) (int64, error) {
+	ls := make([]*store.Lease, 0, len(batch))
 	for _, r := range batch {
-		key := store.LeasesPrefix + r.l.ID
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		ops = append(ops, clientv3.OpPut(key, jsonString(r.l)))
+		ls = append(ls, r.l)
 	}
-	tr, err := c.st.Client.Txn(c.ctx).If(cmps...).Then(ops...).Commit()
-	switch {
-	case err != nil:
-		err = fmt.Errorf("store lease: %w", err)
-	case !tr.Succeeded && len(batch) == 1:
-		err = fmt.Errorf("lease id %s collided; try again: %w", batch[0].l.ID, errdefs.ErrExists)
-	case !tr.Succeeded:
-		return errCollided
+	rev, err := c.st.CreateLeases(c.ctx, ls)
+	if errors.Is(err, store.ErrChanged) {
+		return 0, errCollided
 	}
-	for _, r := range batch {
-		if err == nil {
-			r.rev = tr.Header.Revision
+	if errors.Is(err, errdefs.ErrExists) {
+		// A grant whose answer was lost (etcd timed out, then applied
+		// it) may have stored this very request already.
+		if l, _, gerr := c.st.GetLease(c.ctx, ls[0].ID); gerr == nil && l != nil && l.Client == ls[0].Client && l.Created.Equal(ls[0].Created) {
+			rev, err = l.Mod, nil
 		}
+	}
+	for _, r := range batch {
+		r.rev = rev
 		r.done <- err
 	}
-	return err
+	return rev, err
 }
 
 var errCollided = fmt.Errorf("a lease id collided")

@@ -2,11 +2,11 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pogolab/pogo/api/errdefs"
@@ -90,19 +90,18 @@ func (s *adminService) DeleteIdentity(ctx context.Context, req *pb.DeleteIdentit
 // client. A lease requested while the deletion commits is left to the
 // scheduler, which marks it invalid.
 func (c *Controller) deleteClient(ctx context.Context, name string) ([]string, error) {
-	key := store.ClientsPrefix + name
 	reason := "client " + name + " deleted"
 	for {
-		r, err := c.st.Client.Get(ctx, key)
+		id, read, err := c.st.GetClient(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("read client %s: %w", name, err)
 		}
-		if len(r.Kvs) == 0 {
+		if id == nil {
 			return nil, fmt.Errorf("client %q: %w", name, errdefs.ErrNotFound)
 		}
 		// From here the cache holds every lease the client had when read;
 		// each is compared, so a lease changed since makes us read again.
-		if err := c.cache.WaitRev(ctx, r.Header.Revision); err != nil {
+		if err := c.cache.WaitRev(ctx, read); err != nil {
 			return nil, err
 		}
 		var live []*store.Lease
@@ -122,26 +121,25 @@ func (c *Controller) deleteClient(ctx context.Context, name string) ([]string, e
 			}
 			continue
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)}
-		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(store.PoliciesPrefix + name)}
 		now := time.Now()
 		ids := make([]string, 0, len(live))
+		ended := make([]*store.Lease, 0, len(live))
 		for _, l := range live {
-			nl := l.Clone()
-			wasReady := nl.State == store.Ready
-			endRecord(nl, store.Ended, reason, now)
-			lc, lo := leaseWrite(nl, wasReady)
-			cmps, ops = append(cmps, lc...), append(ops, lo...)
+			nl, err := l.Finish(store.Ended, reason, now)
+			if err != nil {
+				return nil, err
+			}
+			ended = append(ended, nl)
 			ids = append(ids, l.ID)
 		}
-		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("delete client %s: %w", name, err)
-		}
-		if !tr.Succeeded {
+		rev, err := c.st.DeleteClient(ctx, id, ended)
+		if errors.Is(err, store.ErrChanged) {
 			continue
 		}
-		_ = c.cache.WaitRev(ctx, tr.Header.Revision)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.cache.WaitRev(ctx, rev)
 		c.log.Info("identity deleted", "kind", "client", "name", name, "leases_ended", ids)
 		return ids, nil
 	}
@@ -152,18 +150,16 @@ func (c *Controller) deleteClient(ctx context.Context, name string) ([]string, e
 // the exporter record, so none succeeds after it; the exporter's Listen
 // stream, on whichever replica, sends the now empty assignment and ends.
 func (c *Controller) deleteExporter(ctx context.Context, name string) ([]string, error) {
-	key := store.ExportersPrefix + name
-	ak := store.AssignPrefix + name
 	reason := "exporter " + name + " deleted"
 	for {
-		r, err := c.st.Client.Get(ctx, key)
+		e, read, err := c.st.GetExporter(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("read exporter %s: %w", name, err)
 		}
-		if len(r.Kvs) == 0 {
+		if e == nil {
 			return nil, fmt.Errorf("exporter %q: %w", name, errdefs.ErrNotFound)
 		}
-		if err := c.cache.WaitRev(ctx, r.Header.Revision); err != nil {
+		if err := c.cache.WaitRev(ctx, read); err != nil {
 			return nil, err
 		}
 		var held string
@@ -172,31 +168,22 @@ func (c *Controller) deleteExporter(ctx context.Context, name string) ([]string,
 			held = v.Assign[name]
 			l = v.Leases[held]
 		})
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)}
-		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(store.OnlinePrefix + name), clientv3.OpDelete(ak)}
 		var ids []string
-		if held == "" {
-			// A grant since would have created it.
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
-		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.Value(ak), "=", held))
-			if l != nil && l.State == store.Ready && l.Exporter == name {
-				nl := l.Clone()
-				endRecord(nl, store.Ended, reason, time.Now())
-				// The assignment goes with the exporter, above.
-				lc, lo := leaseWrite(nl, false)
-				cmps, ops = append(cmps, lc...), append(ops, lo...)
-				ids = append(ids, l.ID)
+		var ended *store.Lease
+		if l != nil && held != "" && l.State == store.Ready && l.Exporter == name {
+			if ended, err = l.Finish(store.Ended, reason, time.Now()); err != nil {
+				return nil, err
 			}
+			ids = append(ids, l.ID)
 		}
-		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("delete exporter %s: %w", name, err)
-		}
-		if !tr.Succeeded {
+		rev, err := c.st.DeleteExporter(ctx, e, held, ended)
+		if errors.Is(err, store.ErrChanged) {
 			continue
 		}
-		_ = c.cache.WaitRev(ctx, tr.Header.Revision)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.cache.WaitRev(ctx, rev)
 		c.log.Info("identity deleted", "kind", "exporter", "name", name, "leases_ended", ids)
 		c.endUnsatisfiable(ctx)
 		return ids, nil

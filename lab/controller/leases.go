@@ -245,11 +245,16 @@ func (s *leaseService) WatchLease(req *pb.GetLeaseRequest, stream pb.Leases_Watc
 			stop()
 			return nil
 		}
-		// The lease itself wakes the watch; the queue position, which
-		// moves with other leases, is refreshed twice a second.
+		// The lease itself wakes the watch; the queue position of a
+		// pending lease, which moves with other leases, is refreshed
+		// twice a second.
+		var tc <-chan time.Time
+		if l.State == store.Pending {
+			tc = tick.C
+		}
 		select {
 		case <-changed:
-		case <-tick.C:
+		case <-tc:
 		case <-ctx.Done():
 			stop()
 			return nil
@@ -268,7 +273,7 @@ func (s *leaseService) ListExporters(ctx context.Context, req *pb.ListExportersR
 	s.c.cache.Read(func(v *store.View) {
 		var policy lease.Selector
 		if p := v.Policies[who]; p != nil {
-			policy = parsedSelector(p.Selector)
+			policy = s.c.selectors.get(p.Selector)
 		}
 		for name, e := range v.Exporters {
 			if !sel.Matches(e.Labels) || !policy.Matches(e.Labels) {
@@ -377,7 +382,7 @@ func (c *Controller) toPB(l *store.Lease) *pb.Lease {
 	return out
 }
 
-func stateToPB(s string) pb.LeaseState {
+func stateToPB(s store.State) pb.LeaseState {
 	switch s {
 	case store.Pending:
 		return pb.LeaseState_LEASE_STATE_PENDING

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -50,34 +49,14 @@ func (s *linkService) Register(ctx context.Context, req *pb.RegisterRequest) (*p
 	return &pb.RegisterResponse{Name: id.Name}, nil
 }
 
-// updateExporter rewrites an exporter record with f, retrying when
-// another writer got there first.
+// updateExporter rewrites an exporter record with f and waits until the
+// cache has it.
 func (c *Controller) updateExporter(ctx context.Context, name string, f func(*store.Exporter) error) error {
-	key := store.ExportersPrefix + name
-	for {
-		r, err := c.st.Client.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read exporter %s: %w", name, err)
-		}
-		if len(r.Kvs) == 0 {
-			return fmt.Errorf("exporter %q: %w", name, errdefs.ErrNotFound)
-		}
-		var e store.Exporter
-		if err := jsonUnmarshal(r.Kvs[0].Value, &e); err != nil {
-			return fmt.Errorf("exporter %s record: %w", name, err)
-		}
-		if err := f(&e); err != nil {
-			return err
-		}
-		tr, err := c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)).
-			Then(clientv3.OpPut(key, jsonString(&e))).Commit()
-		if err != nil {
-			return fmt.Errorf("write exporter %s: %w", name, err)
-		}
-		if tr.Succeeded {
-			return c.cache.WaitRev(ctx, tr.Header.Revision)
-		}
+	rev, err := c.st.ModifyExporter(ctx, name, f)
+	if err != nil {
+		return err
 	}
+	return c.cache.WaitRev(ctx, rev)
 }
 
 func (s *linkService) Listen(stream pb.ExporterLink_ListenServer) error {
@@ -206,12 +185,12 @@ func (c *Controller) putOnline(ctx context.Context, l *link) error {
 	sess := c.session
 	c.smu.Unlock()
 	rec := &store.Online{Replica: c.replica, Router: c.router, Tunnels: int32(c.tunnels()), Since: time.Now()}
-	r, err := c.st.Client.Put(ctx, store.OnlinePrefix+l.name, jsonString(rec), clientv3.WithLease(sess))
+	rev, err := c.st.PutOnline(ctx, l.name, rec, sess)
 	if err != nil {
-		return fmt.Errorf("mark exporter %s online: %w", l.name, err)
+		return err
 	}
 	c.lmu.Lock()
-	l.onlineRev = r.Header.Revision
+	l.onlineRev = rev
 	c.lmu.Unlock()
 	return nil
 }
@@ -223,8 +202,7 @@ func (c *Controller) dropOnline(l *link) {
 	c.lmu.Lock()
 	rev := l.onlineRev
 	c.lmu.Unlock()
-	key := store.OnlinePrefix + l.name
-	_, _ = c.st.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpDelete(key)).Commit()
+	_ = c.st.DropOnline(ctx, l.name, rev)
 }
 
 // notifyDial asks a locally connected exporter to open its tunnel end.

@@ -26,7 +26,7 @@ func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[string]int{store.Pending: 0, store.Ready: 0, store.Ended: 0, store.Unsatisfiable: 0, store.Invalid: 0}
+	counts := map[store.State]int{store.Pending: 0, store.Ready: 0, store.Ended: 0, store.Unsatisfiable: 0, store.Invalid: 0}
 	var online, total int
 	s.c.cache.Read(func(v *store.View) {
 		for _, l := range v.Leases {
@@ -35,7 +35,7 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		online, total = len(v.Online), len(v.Exporters)
 	})
 	for st, n := range counts {
-		ch <- prometheus.MustNewConstMetric(s.leases, prometheus.GaugeValue, float64(n), st)
+		ch <- prometheus.MustNewConstMetric(s.leases, prometheus.GaugeValue, float64(n), string(st))
 	}
 	ch <- prometheus.MustNewConstMetric(s.queue, prometheus.GaugeValue, float64(counts[store.Pending]))
 	ch <- prometheus.MustNewConstMetric(s.online, prometheus.GaugeValue, float64(online))

@@ -2,33 +2,39 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/lab/controller/lease"
 	"github.com/pogolab/pogo/lab/controller/store"
 )
 
-// maxBatch bounds the grants committed in one etcd transaction: each
-// grant is 4 compares, and etcd refuses a transaction with more than
-// --max-txn-ops (default 128) compares or operations.
-const maxBatch = 32
+// maxBatch bounds the grants committed in one etcd transaction.
+const maxBatch = store.MaxGrants
+
+// maxNew bounds the new requests one scheduling round takes; more wait
+// for the next round.
+const maxNew = 1024
 
 // schedule runs on every replica: whenever the state changes (a lease is
 // requested or ends, an exporter comes online, is enabled) or a begin or
 // end time passes, it grants what can be granted and expires what is due.
-// Grants are transactions comparing revisions, so replicas racing each
-// other never both win.
+// New requests of this replica join the round before they are stored, so
+// a request an exporter is free for is stored already granted: one
+// transaction and one cache update instead of two of each. Grants are
+// transactions comparing revisions, so replicas racing each other never
+// both win.
 func (c *Controller) schedule() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var news []*createReq
 	for c.ctx.Err() == nil {
 		changed := c.cache.Changed()
-		next := c.scheduleOnce(c.ctx)
+		next := c.scheduleOnce(c.ctx, news)
+		news = nil
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -38,37 +44,36 @@ func (c *Controller) schedule() {
 		timer.Reset(time.Until(next))
 		select {
 		case <-changed:
+		case r := <-c.creates:
+			news = append(news, r)
 		case <-timer.C:
 		case <-c.ctx.Done():
 			return
 		}
+		// Whatever else queued meanwhile joins this round.
+	drain:
+		for len(news) < maxNew {
+			select {
+			case r := <-c.creates:
+				news = append(news, r)
+			default:
+				break drain
+			}
+		}
 	}
-}
-
-var selectors sync.Map // string → lease.Selector
-
-func parsedSelector(s string) lease.Selector {
-	if v, ok := selectors.Load(s); ok {
-		return v.(lease.Selector)
-	}
-	sel, err := lease.Parse(s)
-	if err != nil {
-		// Stored selectors were checked on the way in; one that fails now
-		// matches nothing rather than everything.
-		sel = lease.Selector{{Key: "pogo.invalid/selector", Op: lease.Exists}}
-	}
-	selectors.Store(s, sel)
-	return sel
 }
 
 type grant struct {
+	// req is set for a new request, not stored yet.
+	req *createReq
 	l   *store.Lease
 	e   *store.Exporter
 	now time.Time
 }
 
-// scheduleOnce does one round and returns when the next timed event is.
-func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
+// scheduleOnce does one round, with news the requests not yet stored,
+// and returns when the next timed event is.
+func (c *Controller) scheduleOnce(ctx context.Context, news []*createReq) time.Time {
 	now := time.Now()
 	next := now.Add(time.Hour)
 	var (
@@ -77,16 +82,24 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		byID    = map[string]*store.Lease{}
 		expByN  = map[string]*store.Exporter{}
 		expired []*store.Lease
-		stale   []string
+		stale   []*store.Lease
 		invalid []*store.Lease
 		// orphans are ready leases whose client or exporter was deleted
 		// (the deletion ends them itself, except a lease requested as
 		// the client was deleted): lease id → reason.
 		orphans = map[string]string{}
-		rev     int64
+		fresh   = map[string]*createReq{}
 	)
 	c.cache.Read(func(v *store.View) {
-		rev = v.Rev
+		// New requests queue behind every stored one of their priority.
+		for i, r := range news {
+			if r.l.State == store.Pending {
+				q := c.request(v, r.l)
+				q.Seq = v.Rev + 1 + int64(i)
+				reqs = append(reqs, q)
+				byID[r.l.ID], fresh[r.l.ID] = r.l, r
+			}
+		}
 		keep := now.Add(-c.opts.Retention)
 		for _, l := range v.Leases {
 			switch l.State {
@@ -96,7 +109,7 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 					end = l.Created
 				}
 				if !end.After(keep) {
-					stale = append(stale, l.ID)
+					stale = append(stale, l)
 				} else if t := end.Add(c.opts.Retention); t.Before(next) {
 					next = t
 				}
@@ -149,94 +162,134 @@ func (c *Controller) scheduleOnce(ctx context.Context) time.Time {
 		}
 	}
 	c.purge(ctx, stale)
-	if len(reqs) == 0 {
-		return next
-	}
-	gs := lease.Schedule(now, reqs, exps)
-	if len(gs) == 0 {
-		return next
+	var gs []lease.Grant
+	if len(reqs) > 0 {
+		gs = lease.Schedule(now, reqs, exps)
 	}
 	batch := make([]grant, 0, len(gs))
 	for _, g := range gs {
-		batch = append(batch, grant{l: byID[g.Lease], e: expByN[g.Exporter], now: now})
+		batch = append(batch, grant{req: fresh[g.Lease], l: byID[g.Lease], e: expByN[g.Exporter], now: now})
+		delete(fresh, g.Lease)
 	}
-	// Batches are disjoint, so they commit concurrently: etcd folds
-	// concurrent proposals into one WAL sync instead of one per batch.
-	var wg sync.WaitGroup
-	for len(batch) > 0 {
-		n := min(len(batch), maxBatch)
-		part := batch[:n]
-		batch = batch[n:]
+	// What is left of news is stored as requested.
+	var toStore []*createReq
+	for _, r := range news {
+		if _, ok := fresh[r.l.ID]; ok || r.l.State != store.Pending {
+			toStore = append(toStore, r)
+		}
+	}
+	c.commitRound(ctx, batch, toStore)
+	return next
+}
+
+// commitRound commits a round's grants and stores its new requests that
+// were not granted, answering each new request, and waits until the
+// cache has it all (so the next round starts from it). Batches are
+// disjoint, so they commit concurrently: etcd folds concurrent proposals
+// into one WAL sync instead of one per batch.
+func (c *Controller) commitRound(ctx context.Context, gs []grant, news []*createReq) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		last int64
+		// lost are new requests whose grant lost a race: they are
+		// stored pending instead.
+		lost []*createReq
+	)
+	seen := func(rev int64) {
+		mu.Lock()
+		last = max(last, rev)
+		mu.Unlock()
+	}
+	for len(gs) > 0 {
+		part := gs[:min(len(gs), maxBatch)]
+		gs = gs[len(part):]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if ok := c.commitGrants(ctx, part); !ok && len(part) > 1 {
-				// Someone else changed part of the state: grant one by
-				// one, letting each compare decide.
-				for _, g := range part {
-					c.commitGrants(ctx, []grant{g})
+			if rev, ok := c.commitGrants(ctx, part); ok {
+				seen(rev)
+				return
+			}
+			// Someone else changed part of the state: grant one by one,
+			// letting each compare decide.
+			for _, g := range part {
+				if len(part) > 1 {
+					if rev, ok := c.commitGrants(ctx, []grant{g}); ok {
+						seen(rev)
+						continue
+					}
+				}
+				if g.req != nil {
+					mu.Lock()
+					lost = append(lost, g.req)
+					mu.Unlock()
 				}
 			}
 		}()
 	}
+	for len(news) > 0 {
+		part := news[:min(len(news), maxCreates)]
+		news = news[len(part):]
+		wg.Add(1)
+		go func() { defer wg.Done(); seen(c.storeNew(part)) }()
+	}
 	wg.Wait()
-	_ = rev
-	return next
+	if len(lost) > 0 {
+		seen(c.storeNew(lost))
+	}
+	if last > 0 {
+		_ = c.cache.WaitRev(ctx, last)
+	}
 }
 
 // request is l as the queue sees it, with its client's policy.
 func (c *Controller) request(v *store.View, l *store.Lease) lease.Request {
-	r := lease.Request{ID: l.ID, Priority: l.Priority, Seq: l.Create, Begin: l.Begin, Name: l.ExporterName, Selector: parsedSelector(l.Selector)}
+	r := lease.Request{ID: l.ID, Priority: l.Priority, Seq: l.Create, Begin: l.Begin, Name: l.ExporterName, Selector: c.selectors.get(l.Selector)}
 	if p := v.Policies[l.Client]; p != nil && p.Selector != "" {
-		r.Policy = parsedSelector(p.Selector)
+		r.Policy = c.selectors.get(p.Selector)
 	}
 	return r
 }
 
 // commitGrants grants in one transaction: every lease must be unchanged
-// and pending, every exporter unchanged (so still enabled), unassigned and
-// online.
-func (c *Controller) commitGrants(ctx context.Context, gs []grant) bool {
-	var cmps []clientv3.Cmp
-	var ops []clientv3.Op
+// and pending (or new, its id free), every exporter unchanged (so still
+// enabled), unassigned and online. New requests granted are answered.
+func (c *Controller) commitGrants(ctx context.Context, gs []grant) (int64, bool) {
+	sg := make([]store.Grant, 0, len(gs))
 	for _, g := range gs {
-		lk := store.LeasesPrefix + g.l.ID
-		ek := store.ExportersPrefix + g.e.Name
-		ak := store.AssignPrefix + g.e.Name
-		ok := store.OnlinePrefix + g.e.Name
-		cmps = append(cmps,
-			clientv3.Compare(clientv3.ModRevision(lk), "=", g.l.Mod),
-			clientv3.Compare(clientv3.ModRevision(ek), "=", g.e.Mod),
-			clientv3.Compare(clientv3.CreateRevision(ak), "=", 0),
-			clientv3.Compare(clientv3.CreateRevision(ok), ">", 0),
-		)
-		nl := g.l.Clone()
-		nl.State, nl.Exporter, nl.Granted, nl.End, nl.Reason = store.Ready, g.e.Name, g.now, g.now.Add(g.l.Duration), ""
-		ops = append(ops, clientv3.OpPut(lk, jsonString(nl)), clientv3.OpPut(ak, g.l.ID))
+		sg = append(sg, store.Grant{Lease: g.l, Exporter: g.e, At: g.now})
 	}
-	tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	_, rev, err := c.st.Grant(ctx, sg)
 	if err != nil {
-		c.log.Warn("grant transaction", "err", err)
-		return false
-	}
-	if !tr.Succeeded {
-		return false
+		if !errors.Is(err, store.ErrChanged) {
+			c.log.Warn("grant", "err", err)
+		}
+		return 0, false
 	}
 	for _, g := range gs {
+		if g.req != nil {
+			g.req.rev = rev
+			g.req.done <- nil
+		}
 		c.m.grantLatency.Observe(g.now.Sub(g.l.Created).Seconds())
 		c.log.Info("lease granted", "lease", g.l.ID, "client", g.l.Client, "exporter", g.e.Name, "waited", g.now.Sub(g.l.Created).Round(time.Millisecond))
 	}
-	_ = c.cache.WaitRev(ctx, tr.Header.Revision)
-	return true
+	return rev, true
 }
 
 // finish moves a lease into a final state, freeing its exporter. It is a
 // no-op on a lease that is already final.
-func (c *Controller) finish(ctx context.Context, id, state, reason string) error {
+func (c *Controller) finish(ctx context.Context, id string, state store.State, reason string) error {
 	_, err := c.modifyLease(ctx, id, func(l *store.Lease) error {
-		if !endRecord(l, state, reason, time.Now()) {
+		if l.Final() {
 			return errFinal
 		}
+		n, err := l.Finish(state, reason, time.Now())
+		if err != nil {
+			return err
+		}
+		*l = *n
 		return nil
 	})
 	if err == errFinal {
@@ -247,64 +300,16 @@ func (c *Controller) finish(ctx context.Context, id, state, reason string) error
 
 var errFinal = fmt.Errorf("lease is final")
 
-// endRecord moves l into a final state at now; false if it already was.
-func endRecord(l *store.Lease, state, reason string, now time.Time) bool {
-	if l.Final() {
-		return false
-	}
-	l.State, l.Reason = state, reason
-	if l.End.IsZero() || l.End.After(now) {
-		l.End = now
-	}
-	return true
-}
-
-// leaseWrite is the compare and the operations that store l over the
-// version read at l.Mod; free also deletes its exporter's assignment if it
-// still names l (a lease leaving Ready).
-func leaseWrite(l *store.Lease, free bool) ([]clientv3.Cmp, []clientv3.Op) {
-	key := store.LeasesPrefix + l.ID
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", l.Mod)}
-	ops := []clientv3.Op{clientv3.OpPut(key, jsonString(l))}
-	if free && l.Exporter != "" {
-		ak := store.AssignPrefix + l.Exporter
-		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ak), "=", l.ID)}, []clientv3.Op{clientv3.OpDelete(ak)}, nil))
-	}
-	return cmps, ops
-}
-
-// modifyLease rewrites a lease with f against its latest version in
-// etcd; a lease leaving Ready frees its exporter in the same transaction.
+// modifyLease rewrites a lease with f against its latest version in etcd
+// and waits until the cache has it; a lease leaving Ready frees its
+// exporter in the same transaction.
 func (c *Controller) modifyLease(ctx context.Context, id string, f func(*store.Lease) error) (*store.Lease, error) {
-	key := store.LeasesPrefix + id
-	for {
-		r, err := c.st.Client.Get(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("read lease %s: %w", id, err)
-		}
-		if len(r.Kvs) == 0 {
-			return nil, fmt.Errorf("lease %q: %w", id, errdefs.ErrNotFound)
-		}
-		var l store.Lease
-		if err := jsonUnmarshal(r.Kvs[0].Value, &l); err != nil {
-			return nil, fmt.Errorf("lease %s record: %w", id, err)
-		}
-		l.Meta = store.Meta{Create: r.Kvs[0].CreateRevision, Mod: r.Kvs[0].ModRevision}
-		wasReady := l.State == store.Ready
-		if err := f(&l); err != nil {
-			return &l, err
-		}
-		cmps, ops := leaseWrite(&l, wasReady && l.State != store.Ready)
-		tr, err := c.st.Client.Txn(ctx).If(cmps...).Then(ops...).Commit()
-		if err != nil {
-			return nil, fmt.Errorf("write lease %s: %w", id, err)
-		}
-		if tr.Succeeded {
-			_ = c.cache.WaitRev(ctx, tr.Header.Revision)
-			l.Mod = tr.Header.Revision
-			return &l, nil
-		}
+	l, rev, err := c.st.ModifyLease(ctx, id, f)
+	if err != nil {
+		return l, err
 	}
+	_ = c.cache.WaitRev(ctx, rev)
+	return l, nil
 }
 
 // endLease ends a lease on behalf of its exporter.
@@ -320,18 +325,13 @@ func (c *Controller) endLease(ctx context.Context, id, exporter, reason string) 
 // purge deletes final leases past the retention period, so the store
 // does not grow forever. Final leases never change, so there is nothing
 // to compare; every replica may do it.
-func (c *Controller) purge(ctx context.Context, ids []string) {
-	for len(ids) > 0 {
-		n := min(len(ids), 128)
-		ops := make([]clientv3.Op, 0, n)
-		for _, id := range ids[:n] {
-			ops = append(ops, clientv3.OpDelete(store.LeasesPrefix+id))
-		}
-		if _, err := c.st.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
-			c.log.Warn("delete ended leases", "err", err)
-			return
-		}
-		c.log.Info("deleted ended leases past retention", "count", n, "retention", c.opts.Retention)
-		ids = ids[n:]
+func (c *Controller) purge(ctx context.Context, ls []*store.Lease) {
+	if len(ls) == 0 {
+		return
 	}
+	if err := c.st.PurgeLeases(ctx, ls); err != nil {
+		c.log.Warn("delete ended leases", "err", err)
+		return
+	}
+	c.log.Info("deleted ended leases past retention", "count", len(ls), "retention", c.opts.Retention)
 }

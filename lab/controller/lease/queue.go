@@ -1,7 +1,6 @@
 package lease
 
 import (
-	"slices"
 	"sort"
 	"time"
 )
@@ -67,19 +66,27 @@ func Schedule(now time.Time, reqs []Request, exps []Exporter) []Grant {
 		}
 	}
 	sort.Slice(free, func(i, j int) bool { return free[i].Name < free[j].Name })
+	// taken marks free exporters granted this round; lo is the first not
+	// taken, so a burst of requests any exporter serves costs O(n), not
+	// O(n·exporters).
+	taken := make([]bool, len(free))
+	lo := 0
 	var grants []Grant
 	for i := range reqs {
-		if len(free) == 0 {
+		for lo < len(free) && taken[lo] {
+			lo++
+		}
+		if lo == len(free) {
 			break
 		}
 		r := &reqs[i]
 		if r.Begin.After(now) {
 			continue
 		}
-		for j, e := range free {
-			if r.Matches(e) {
-				grants = append(grants, Grant{Lease: r.ID, Exporter: e.Name})
-				free = slices.Delete(free, j, j+1)
+		for j := lo; j < len(free); j++ {
+			if !taken[j] && r.Matches(free[j]) {
+				grants = append(grants, Grant{Lease: r.ID, Exporter: free[j].Name})
+				taken[j] = true
 				break
 			}
 		}

@@ -33,14 +33,19 @@ type Cache struct {
 	mu      sync.RWMutex
 	v       View
 	changed chan struct{}
+
 	// keyed are waiters for changes of single keys (a lease, an
-	// assignment), so that a change wakes only who cares.
+	// assignment), so that a change wakes only who cares. They have their
+	// own lock: thousands of streams come and go on it, and must not
+	// queue with the view's readers. A key fires after its change is in
+	// the view.
+	kmu   sync.Mutex
 	keyed map[string]map[*waiter]struct{}
 }
 
-// NewCache loads the prefix and follows it until ctx ends.
-func NewCache(ctx context.Context, cli *clientv3.Client) (*Cache, error) {
-	c := &Cache{cli: cli, changed: make(chan struct{}), keyed: map[string]map[*waiter]struct{}{}}
+// NewCache lists the prefix and watches it until ctx ends.
+func NewCache(ctx context.Context, s *Store) (*Cache, error) {
+	c := &Cache{cli: s.cli, changed: make(chan struct{}), keyed: map[string]map[*waiter]struct{}{}}
 	rev, err := c.load(ctx)
 	if err != nil {
 		return nil, err
@@ -63,14 +68,16 @@ func (c *Cache) load(ctx context.Context) (int64, error) {
 	c.mu.Lock()
 	c.v = v
 	c.notifyLocked()
+	c.mu.Unlock()
 	// A reload may have changed anything.
+	c.kmu.Lock()
 	for k, ws := range c.keyed {
 		for w := range ws {
 			w.fire()
 		}
 		delete(c.keyed, k)
 	}
-	c.mu.Unlock()
+	c.kmu.Unlock()
 	return v.Rev, nil
 }
 
@@ -84,11 +91,6 @@ func (c *Cache) follow(ctx context.Context, rev int64) {
 			c.mu.Lock()
 			for _, ev := range wr.Events {
 				c.v.apply(ev.Type, ev.Kv)
-				k := string(ev.Kv.Key)
-				for w := range c.keyed[k] {
-					w.fire()
-				}
-				delete(c.keyed, k)
 			}
 			if wr.Header.Revision > c.v.Rev {
 				c.v.Rev = wr.Header.Revision
@@ -96,6 +98,15 @@ func (c *Cache) follow(ctx context.Context, rev int64) {
 			rev = c.v.Rev
 			c.notifyLocked()
 			c.mu.Unlock()
+			c.kmu.Lock()
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				for w := range c.keyed[k] {
+					w.fire()
+				}
+				delete(c.keyed, k)
+			}
+			c.kmu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return
@@ -189,7 +200,7 @@ func applyJSON[T any](m map[string]*T, name string, del bool, data []byte, set f
 // func to stop waiting.
 func (c *Cache) ChangedKeys(keys ...string) (<-chan struct{}, func()) {
 	w := &waiter{ch: make(chan struct{})}
-	c.mu.Lock()
+	c.kmu.Lock()
 	for _, k := range keys {
 		ws := c.keyed[k]
 		if ws == nil {
@@ -198,9 +209,9 @@ func (c *Cache) ChangedKeys(keys ...string) (<-chan struct{}, func()) {
 		}
 		ws[w] = struct{}{}
 	}
-	c.mu.Unlock()
+	c.kmu.Unlock()
 	return w.ch, func() {
-		c.mu.Lock()
+		c.kmu.Lock()
 		for _, k := range keys {
 			if ws := c.keyed[k]; ws != nil {
 				delete(ws, w)
@@ -209,7 +220,7 @@ func (c *Cache) ChangedKeys(keys ...string) (<-chan struct{}, func()) {
 				}
 			}
 		}
-		c.mu.Unlock()
+		c.kmu.Unlock()
 	}
 }
 

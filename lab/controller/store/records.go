@@ -55,15 +55,6 @@ type Policy struct {
 	Selector string `json:"selector,omitempty"`
 }
 
-// Lease states as stored.
-const (
-	Pending       = "pending"
-	Ready         = "ready"
-	Ended         = "ended"
-	Unsatisfiable = "unsatisfiable"
-	Invalid       = "invalid"
-)
-
 // Lease is a lease request and, once granted, the grant.
 type Lease struct {
 	Meta
@@ -75,7 +66,7 @@ type Lease struct {
 	Begin        time.Time         `json:"begin,omitzero"`
 	Tags         map[string]string `json:"tags,omitempty"`
 	Priority     int               `json:"priority"`
-	State        string            `json:"state"`
+	State        State             `json:"state"`
 	Exporter     string            `json:"exporter,omitempty"`
 	Created      time.Time         `json:"created"`
 	Granted      time.Time         `json:"granted,omitzero"`
@@ -84,9 +75,7 @@ type Lease struct {
 }
 
 // Final reports whether the lease can no longer change.
-func (l *Lease) Final() bool {
-	return l.State == Ended || l.State == Unsatisfiable || l.State == Invalid
-}
+func (l *Lease) Final() bool { return l.State.Final() }
 
 // Clone returns a copy safe to modify.
 func (l *Lease) Clone() *Lease {

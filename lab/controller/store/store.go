@@ -47,10 +47,11 @@ type Options struct {
 }
 
 // Store is an etcd connection plus, for the embedded case, the server.
+// Its methods are the only way to etcd.
 type Store struct {
-	Client *clientv3.Client
-	etcd   *embed.Etcd
-	log    *slog.Logger
+	cli  *clientv3.Client
+	etcd *embed.Etcd
+	log  *slog.Logger
 }
 
 // Open connects to etcd, starting the embedded one when no endpoints are
@@ -75,7 +76,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			c.Close()
 			return nil, fmt.Errorf("etcd %v does not answer: %w", o.Endpoints, err)
 		}
-		return &Store{Client: c, log: o.Log}, nil
+		return &Store{cli: c, log: o.Log}, nil
 	}
 	return openEmbedded(ctx, o)
 }
@@ -122,12 +123,12 @@ func openEmbedded(ctx context.Context, o Options) (*Store, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Store{Client: v3client.New(e.Server), etcd: e, log: o.Log}, nil
+	return &Store{cli: v3client.New(e.Server), etcd: e, log: o.Log}, nil
 }
 
 // Close closes the connection and stops the embedded etcd.
 func (s *Store) Close() error {
-	err := s.Client.Close()
+	err := s.cli.Close()
 	if s.etcd != nil {
 		s.etcd.Close()
 	}
