@@ -117,13 +117,26 @@ func headURL(ctx context.Context, raw string) error {
 		}
 		resp.Body.Close()
 	}
-	switch {
-	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent {
 		return nil
-	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
-		return fmt.Errorf("image URL %s: %s: %w", raw, resp.Status, errdefs.ErrNotFound)
 	}
-	return fmt.Errorf("image URL %s: %s", raw, resp.Status)
+	return &statusError{url: raw, status: resp.Status, code: resp.StatusCode}
+}
+
+// statusError is an image URL's server refusing it; 404 and 410 are
+// errdefs.ErrNotFound.
+type statusError struct {
+	url, status string
+	code        int
+}
+
+func (e *statusError) Error() string { return "image URL " + e.url + ": " + e.status }
+
+func (e *statusError) Unwrap() error {
+	if e.code == http.StatusNotFound || e.code == http.StatusGone {
+		return errdefs.ErrNotFound
+	}
+	return nil
 }
 
 func request(ctx context.Context, method, raw string, h http.Header) (*http.Response, error) {
