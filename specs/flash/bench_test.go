@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -300,19 +301,23 @@ func BenchmarkFlashEndToEnd(b *testing.B) {
 	var plainRes, mappedRes flasher.Result
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		boot, write, read := byHand(b, bd, tftpServer, tftpPrefix, boardBase+"plain.img", size/(1<<20), wantHex)
+		boot, write, read := retryLogin(b, "by hand", func() (time.Duration, time.Duration, time.Duration, error) {
+			return byHand(b, bd, tftpServer, tftpPrefix, boardBase+"plain.img", size/(1<<20), wantHex)
+		})
 		bootT, writeT, readT = bootT+boot, writeT+write, readT+read
 		for _, c := range []struct {
 			name string
 			t    *time.Duration
 			res  *flasher.Result
 		}{{"plain.img", &plainT, &plainRes}, {"mapped.img", &mappedT, &mappedRes}} {
-			start := time.Now()
-			res, err := fl.Flash(ctx, flasher.Image{URL: hostBase + c.name}, flasher.FlashOptions{SHA256: wantHex}, nil)
-			*c.t += time.Since(start)
-			if err != nil {
-				b.Fatalf("flash %s: %v", c.name, err)
-			}
+			var res flasher.Result
+			took, _, _ := retryLogin(b, "flash "+c.name, func() (time.Duration, time.Duration, time.Duration, error) {
+				start := time.Now()
+				var err error
+				res, err = fl.Flash(ctx, flasher.Image{URL: hostBase + c.name}, flasher.FlashOptions{SHA256: wantHex}, nil)
+				return time.Since(start), 0, 0, err
+			})
+			*c.t += took
 			if (res.Bmap != "") != (c.name == "mapped.img") {
 				b.Fatalf("flash %s: bmap %q", c.name, res.Bmap)
 			}
@@ -336,9 +341,31 @@ func BenchmarkFlashEndToEnd(b *testing.B) {
 	b.ReportMetric(mappedRes.Verify.Seconds(), "bmap-verify-s")
 }
 
+// errNoShell is the flasher shell not answering once booted.
+var errNoShell = errors.New("the shell does not answer")
+
+// retryLogin runs f again (up to 3 times) when the flasher's shell did not
+// answer after booting: the virtual board's busybox sometimes takes no
+// input after its first prompt (its cursor query, ESC[6n, showing last),
+// seen on a loaded shared host. Only the attempt that got through is
+// timed; any other failure ends the benchmark.
+func retryLogin(b *testing.B, what string, f func() (time.Duration, time.Duration, time.Duration, error)) (time.Duration, time.Duration, time.Duration) {
+	b.Helper()
+	for try := 1; ; try++ {
+		x, y, z, err := f()
+		if err == nil {
+			return x, y, z
+		}
+		if try >= 3 || !(errors.Is(err, errNoShell) || strings.Contains(err.Error(), "login: the shell does not answer")) {
+			b.Fatalf("%s: %v", what, err)
+		}
+		b.Logf("%s: %v; trying again", what, err)
+	}
+}
+
 // byHand does a flash's job on the console as a person would and times
 // its three parts; the board ends off.
-func byHand(b *testing.B, bd *board.Board, tftpServer, tftpPrefix, url string, mib int64, want string) (boot, write, read time.Duration) {
+func byHand(b *testing.B, bd *board.Board, tftpServer, tftpPrefix, url string, mib int64, want string) (boot, write, read time.Duration, err error) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -388,15 +415,18 @@ func byHand(b *testing.B, bd *board.Board, tftpServer, tftpPrefix, url string, m
 		}
 		return before
 	}
-	for {
+	for try := 0; ; try++ {
 		if err := e.SendLine("echo pogo-done=$((1-1))"); err != nil {
 			fail("shell", err)
 		}
 		if _, _, err := e.ExpectRegexp(ctx, 3*time.Second, doneRe); err == nil {
 			break
 		}
-		if ctx.Err() != nil {
-			fail("shell", ctx.Err())
+		if try >= 20 {
+			return 0, 0, 0, errNoShell
+		}
+		if err := e.Send("\x03"); err != nil {
+			fail("shell", err)
 		}
 	}
 	boot = time.Since(start)
@@ -409,5 +439,5 @@ func byHand(b *testing.B, bd *board.Board, tftpServer, tftpPrefix, url string, m
 	if !strings.Contains(out, want) {
 		b.Fatalf("by hand: the read-back's sha256 is not %s: %q", want, out)
 	}
-	return boot, write, read
+	return boot, write, read, nil
 }
