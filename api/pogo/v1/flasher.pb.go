@@ -499,7 +499,8 @@ type FlashResult struct {
 	// bytes read back.
 	Verify   *durationpb.Duration `protobuf:"bytes,7,opt,name=verify,proto3" json:"verify,omitempty"`
 	Verified int64                `protobuf:"varint,8,opt,name=verified,proto3" json:"verified,omitempty"`
-	// bmap names the block map used ("" when none).
+	// bmap names the block map used: its URL or OCI layer, "request" when
+	// it came with the request, "" when none.
 	Bmap          string `protobuf:"bytes,9,opt,name=bmap,proto3" json:"bmap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
