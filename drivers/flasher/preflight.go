@@ -103,24 +103,27 @@ func headTimeout(direct bool) time.Duration {
 }
 
 // headURL asks the server whether the image is there, without fetching
-// it: HEAD, or a one-byte GET for servers that refuse HEAD.
+// it: HEAD, and when that is refused a one-byte GET, which is what
+// decides (servers that do not do HEAD, URLs signed for GET only).
 func headURL(ctx context.Context, raw string) error {
-	resp, err := request(ctx, http.MethodHead, raw, nil)
-	if err != nil {
-		return fmt.Errorf("image URL %s: %w", raw, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented {
-		resp, err = request(ctx, http.MethodGet, raw, http.Header{"Range": {"bytes=0-0"}})
+	for _, m := range []string{http.MethodHead, http.MethodGet} {
+		var h http.Header
+		if m == http.MethodGet {
+			h = http.Header{"Range": {"bytes=0-0"}}
+		}
+		resp, err := request(ctx, m, raw, h)
 		if err != nil {
 			return fmt.Errorf("image URL %s: %w", raw, err)
 		}
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent {
+			return nil
+		}
+		if m == http.MethodGet {
+			return &statusError{url: raw, status: resp.Status, code: resp.StatusCode}
+		}
 	}
-	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent {
-		return nil
-	}
-	return &statusError{url: raw, status: resp.Status, code: resp.StatusCode}
+	panic("unreachable")
 }
 
 // statusError is an image URL's server refusing it; 404 and 410 are

@@ -99,14 +99,18 @@ func TestHeadURL(t *testing.T) {
 		t.Errorf("requests %q, want one HEAD", *log)
 	}
 	err := headURL(ctx, srv.URL+"/missing.img")
-	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "/missing.img: 404 Not Found") {
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.HasSuffix(err.Error(), "/missing.img: 404 Not Found") {
 		t.Errorf("missing image: %v", err)
+	}
+	if !slices.Equal((*log)[1:], []string{"HEAD /missing.img", "GET /missing.img"}) {
+		t.Errorf("requests %q, want a HEAD and a GET", *log)
 	}
 	if err := headURL(ctx, "http://127.0.0.1:1/os.img"); err == nil || !strings.Contains(err.Error(), "image URL http://127.0.0.1:1/os.img") {
 		t.Errorf("closed port: %v", err)
 	}
 
-	// A server that refuses HEAD gets a one-byte GET.
+	// A server that refuses HEAD (or a URL signed for GET only) gets a
+	// one-byte GET.
 	srv, log = serve(t, map[string][]byte{"/os.img": []byte("image")}, true)
 	if err := headURL(ctx, srv.URL+"/os.img"); err != nil {
 		t.Fatal(err)

@@ -128,7 +128,7 @@ var _ = Describe("j storage flash before and after the write", Label("qemu", "fl
 		Expect(code).NotTo(Equal(0), out)
 		Expect(out).To(ContainSubstring("image: image URL " + srv.URL + "/missing.img.xz: 404 Not Found"))
 		Expect(out).NotTo(ContainSubstring("power:"))
-		Expect(srv.requests()).To(Equal([]string{"HEAD /missing.img.xz"}))
+		Expect(srv.requests()).To(Equal([]string{"HEAD /missing.img.xz", "GET /missing.img.xz"}))
 		noQEMU(disk)
 
 		By("the CLI: a bundle that does not resolve, after saying there is no bmap")
