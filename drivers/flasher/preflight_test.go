@@ -1,11 +1,13 @@
 package flasher
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +24,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/pogolab/pogo/api/errdefs"
+	"github.com/pogolab/pogo/drivers/console/expect"
 )
 
 func TestBmapCandidates(t *testing.T) {
@@ -254,5 +257,49 @@ func TestVerifyScript(t *testing.T) {
 		if len(marks) < int(total/readChunk) || marks[len(marks)-1][1] != fmt.Sprint(total) {
 			t.Errorf("%s: markers %q, want about one per %d bytes ending at %d", tc.name, marks, readChunk, total)
 		}
+	}
+}
+
+// fakeShell answers one command line the way the flasher's shell runs the
+// read-back: the echoed line, progress markers, a sum, the status marker
+// and the prompt.
+type fakeShell struct {
+	in  *io.PipeReader
+	out *io.PipeWriter
+}
+
+func (f fakeShell) run(replies ...string) {
+	line, _ := bufio.NewReader(f.in).ReadString('\n')
+	_, _ = io.WriteString(f.out, strings.TrimRight(line, "\n")+"\r\n")
+	for _, r := range replies {
+		time.Sleep(5 * time.Millisecond)
+		_, _ = io.WriteString(f.out, r)
+	}
+}
+
+func TestRunWatchReportsProgress(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	defer outW.Close()
+	defer inR.Close()
+	s := &session{e: expect.New(struct {
+		io.Reader
+		io.Writer
+	}{outR, inW})}
+	go fakeShell{inR, outW}.run("pogo-read=16777216\r\n", "pogo-read=33554432\r\n",
+		strings.Repeat("ab", 32)+"  -\r\n", "pogo-read=40000000\r\n", "pogo-rc=0\r\n# ")
+	var seen []int64
+	out, rc, err := s.runWatch(context.Background(), 5*time.Second, "wget -q -O - http://h/verify.sh | sh", "# ", func(n int64) { seen = append(seen, n) })
+	if err != nil || rc != 0 {
+		t.Fatalf("rc %d, err %v", rc, err)
+	}
+	if !slices.Equal(seen, []int64{16777216, 33554432, 40000000}) {
+		t.Errorf("progress %v", seen)
+	}
+	if got := sumRe.FindAllString(out, -1); len(got) != 1 || got[0] != strings.Repeat("ab", 32) {
+		t.Errorf("output %q", out)
+	}
+	if strings.Contains(out, "wget") {
+		t.Errorf("the echoed command is in the output: %q", out)
 	}
 }
