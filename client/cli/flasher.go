@@ -127,6 +127,9 @@ func runFlash(ctx context.Context, fl flasher.Programmer, arg string, o flashFla
 		}
 		if bmapPath == "" {
 			bmapPath = besideBmap(arg)
+			if bmapPath == "" {
+				fmt.Fprintf(stderr, "no block map beside %s (looked for %s): writing the whole image\n", arg, strings.Join(bmapNames(arg), ", "))
+			}
 		}
 	}
 	if bmapPath != "" {
@@ -146,13 +149,26 @@ func runFlash(ctx context.Context, fl flasher.Programmer, arg string, o flashFla
 	if err != nil {
 		return err
 	}
-	rate := "-"
-	if res.Write > 0 {
-		rate = fmt.Sprintf("%.1f MB/s", float64(res.Written)/res.Write.Seconds()/1e6)
-	}
-	fmt.Fprintf(stderr, "flashed %s to %s: %d bytes written (%s) in %s, sha256 %s; board powered off\n",
-		imageLabel(arg), res.Target, res.Written, rate, res.Duration.Round(time.Second), res.SHA256)
+	fmt.Fprintln(stderr, resultLine(imageLabel(arg), res))
 	return nil
+}
+
+// resultLine sums a flash up: the write and the read-back each with its
+// time and rate, then the whole.
+func resultLine(label string, res flasher.Result) string {
+	step := func(n int64, d time.Duration) string {
+		if d <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%s (%.1f MB/s)", d.Round(100*time.Millisecond), float64(n)/d.Seconds()/1e6)
+	}
+	bm := ""
+	if res.Bmap != "" {
+		bm = ", with a block map"
+	}
+	return fmt.Sprintf("flashed %s to %s: %d bytes written in %s%s, %d verified in %s; %s in all, sha256 %s; board powered off",
+		label, res.Target, res.Written, step(res.Written, res.Write), bm, res.Verified, step(res.Verified, res.Verify),
+		res.Duration.Round(100*time.Millisecond), res.SHA256)
 }
 
 func imageLabel(arg string) string {
@@ -178,18 +194,23 @@ func readChecksumFile(path string) (string, error) {
 // besideBmap finds IMAGE.bmap next to the image, with or without the
 // compression suffix ("os.img.xz" → "os.img.xz.bmap" or "os.img.bmap").
 func besideBmap(img string) string {
+	for _, c := range bmapNames(img) {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
+			return c
+		}
+	}
+	return ""
+}
+
+// bmapNames are where besideBmap looks.
+func bmapNames(img string) []string {
 	cands := []string{img + ".bmap"}
 	for _, ext := range []string{".xz", ".gz", ".zst", ".zstd", ".bz2"} {
 		if base, ok := strings.CutSuffix(img, ext); ok {
 			cands = append(cands, base+".bmap")
 		}
 	}
-	for _, c := range cands {
-		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
-			return c
-		}
-	}
-	return ""
+	return cands
 }
 
 // progress prints flash events: a bar redrawn in place on a terminal,
@@ -199,8 +220,10 @@ type progress struct {
 	tty     bool
 	console io.Writer
 	phase   string
-	last    time.Time
-	drawn   bool
+	// ticked is the phase of the last progress line printed.
+	ticked string
+	last   time.Time
+	drawn  bool
 }
 
 func newProgress(w io.Writer) *progress {
@@ -225,7 +248,7 @@ func (p *progress) event(e flasher.Event) {
 		p.phase = e.Phase
 		return
 	}
-	if e.Phase != flasher.PhaseWrite {
+	if e.Phase != flasher.PhaseWrite && e.Phase != flasher.PhaseVerify {
 		return
 	}
 	line := progressLine(e)
@@ -234,22 +257,27 @@ func (p *progress) event(e flasher.Event) {
 		p.drawn = true
 		return
 	}
-	if time.Since(p.last) >= 5*time.Second {
-		p.last = time.Now()
+	// The first tick of a step shows at once, then one every 5 s.
+	if e.Phase != p.ticked || time.Since(p.last) >= 5*time.Second {
+		p.last, p.ticked = time.Now(), e.Phase
 		fmt.Fprintln(p.w, line)
 	}
 }
 
 func progressLine(e flasher.Event) string {
 	mb := float64(e.Image) / 1e6
+	what := "written"
+	if e.Phase == flasher.PhaseVerify {
+		what = "read back"
+	}
 	if e.Total > 0 {
 		pct := 100 * float64(e.Done) / float64(e.Total)
 		pct = min(pct, 100)
 		const width = 30
 		fill := int(pct / 100 * width)
-		return fmt.Sprintf("[%s%s] %5.1f%%  %.1f MB written  %.1f MB/s", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), pct, mb, e.MBps)
+		return fmt.Sprintf("%s [%s%s] %5.1f%%  %.1f MB %s  %.1f MB/s", e.Phase, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), pct, mb, what, e.MBps)
 	}
-	return fmt.Sprintf("%.1f MB written  %.1f MB/s", mb, e.MBps)
+	return fmt.Sprintf("%s %.1f MB %s  %.1f MB/s", e.Phase, mb, what, e.MBps)
 }
 
 func (p *progress) clear() {

@@ -99,6 +99,7 @@ func (c *Client) Flash(ctx context.Context, img Image, opts FlashOptions, events
 	return Result{
 		SHA256: res.GetSha256(), Written: res.GetWritten(), ImageSize: res.GetImageSize(), Target: res.GetTarget(),
 		Duration: res.GetDuration().AsDuration(), Write: res.GetWrite().AsDuration(),
+		Verify: res.GetVerify().AsDuration(), Verified: res.GetVerified(), Bmap: res.GetBmap(),
 	}, nil
 }
 

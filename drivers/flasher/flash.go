@@ -16,16 +16,20 @@ import (
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/bundles/manifest"
+	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/flasher/image"
 )
 
 // plan is a checked flash request.
 type plan struct {
-	img    Image
-	opts   FlashOptions
-	want   string
-	bmap   *image.Bmap
-	direct bool
+	img  Image
+	opts FlashOptions
+	want string
+	bmap *image.Bmap
+	// bmapName says where bmap came from ("" when it came with the
+	// request).
+	bmapName string
+	direct   bool
 	// unpack is the board's decompressor for a direct fetch.
 	unpack string
 }
@@ -135,6 +139,15 @@ func (d *Driver) Flash(ctx context.Context, img Image, opts FlashOptions, events
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.FlashTimeout)
 	defer cancel()
 
+	// Everything that can fail without the board fails before it is
+	// powered: the image source, then the bundle and the target.
+	src, err := d.preflight(ctx, p, emit)
+	if src != nil {
+		defer src.close()
+	}
+	if err != nil {
+		return Result{}, err
+	}
 	ref := d.cfg.Bundle
 	if opts.Bundle != "" {
 		ref = opts.Bundle
@@ -151,29 +164,6 @@ func (d *Driver) Flash(ctx context.Context, img Image, opts FlashOptions, events
 	target, targetName, err := chooseTarget(b.spec, partition)
 	if err != nil {
 		return Result{}, err
-	}
-
-	var src source
-	switch {
-	case p.direct:
-	case img.Reader != nil:
-		sp, err := newSpool(d.cfg.CacheDir, img.Reader, img.Size)
-		if err != nil {
-			return Result{}, err
-		}
-		src = sp
-	case img.URL != "":
-		src = urlSource{url: img.URL}
-	case img.OCIRef != "":
-		emit(Event{Phase: PhaseBundle, Message: "pulling oci://" + img.OCIRef})
-		f, err := pullImage(ctx, img.OCIRef, d.cfg.CacheDir)
-		if err != nil {
-			return Result{}, err
-		}
-		src = fileSource{path: f}
-	}
-	if src != nil {
-		defer src.close()
 	}
 
 	// Whatever happens, the board ends powered off.
@@ -194,8 +184,13 @@ func (d *Driver) Flash(ctx context.Context, img Image, opts FlashOptions, events
 		res, err = d.flashOnce(ctx, b, p, src, target, emit)
 		if err == nil {
 			res.Duration = time.Since(start)
+			res.Bmap = p.bmapName
+			if p.bmap != nil && res.Bmap == "" {
+				res.Bmap = "request"
+			}
 			d.log.Info("flasher: flashed", "image", imageName(img), "target", res.Target, "bytes", res.Written,
-				"sha256", res.SHA256, "write", res.Write, "MB/s", mbps(res.Written, res.Write), "total", res.Duration)
+				"sha256", res.SHA256, "write", res.Write, "MB/s", mbps(res.Written, res.Write),
+				"verify", res.Verify, "verify MB/s", mbps(res.Verified, res.Verify), "total", res.Duration)
 			return res, nil
 		}
 		if attempt >= d.cfg.Retries || !retryable(ctx, err) {
@@ -293,7 +288,7 @@ func (d *Driver) flashOnce(ctx context.Context, b *bundle, p *plan, src source, 
 	defer st.close()
 
 	if p.direct {
-		return d.writeDirect(ctx, s, prompt, p, dev, emit)
+		return d.writeDirect(ctx, s, st, prompt, p, dev, emit)
 	}
 	return d.writeStream(ctx, s, st, prompt, p, src, dev, emit)
 }
@@ -448,42 +443,32 @@ func (d *Driver) writeStream(ctx context.Context, s *session, st *streamServer, 
 	if err := d.syncBoard(ctx, s, prompt, emit); err != nil {
 		return Result{}, err
 	}
-	emit(Event{Phase: PhaseVerify, Message: "reading " + dev + " back"})
-	vstart := time.Now()
 	if p.bmap == nil {
-		got, err := d.boardSum(ctx, s, prompt, fmt.Sprintf("head -c %d %s | sha256sum", imgSize, dev))
-		if err != nil {
-			return Result{}, err
-		}
-		if got != sum {
-			return Result{}, stepf(PhaseVerify, "%s reads back with sha256 %s, but the image streamed has %s", dev, got, sum)
-		}
-	} else {
-		st.setScript("verify.sh", verifyScript(dev, pieces))
-		out, code, err := s.run(ctx, d.cfg.VerifyTimeout, fmt.Sprintf("wget -q -O - %s | sh", st.url("verify.sh")), prompt)
-		if err != nil {
-			return Result{}, &stepErr{PhaseVerify, err}
-		}
-		if code != 0 {
-			return Result{}, stepf(PhaseVerify, "reading the ranges back failed (status %d): %s", code, lastLine(out))
-		}
-		got := sumRe.FindAllString(out, -1)
-		if len(got) != len(rangeSums) {
-			return Result{}, stepf(PhaseVerify, "read back %d range checksums, want %d", len(got), len(rangeSums))
-		}
-		for i := range got {
-			if got[i] != rangeSums[i] {
-				r := p.bmap.Ranges[i]
-				return Result{}, stepf(PhaseVerify, "range %v (offset %d) reads back with sha256 %s, streamed %s", r, p.bmap.Offset(r), got[i], rangeSums[i])
-			}
-		}
+		pieces = [][]ddPiece{ddPieces(0, imgSize)}
+		rangeSums = []string{sum}
 	}
-	d.log.Info("flasher: verified", "device", dev, "duration", time.Since(vstart))
-	return Result{SHA256: sum, Written: written, ImageSize: imgSize, Target: dev, Write: writeDur}, nil
+	got, verifyDur, err := d.readBack(ctx, s, st, prompt, dev, pieces, written, emit)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(got) != len(rangeSums) {
+		return Result{}, stepf(PhaseVerify, "read back %d checksums, want %d", len(got), len(rangeSums))
+	}
+	for i := range got {
+		if got[i] == rangeSums[i] {
+			continue
+		}
+		if p.bmap == nil {
+			return Result{}, stepf(PhaseVerify, "%s reads back with sha256 %s, but the image streamed has %s", dev, got[i], sum)
+		}
+		r := p.bmap.Ranges[i]
+		return Result{}, stepf(PhaseVerify, "range %v (offset %d) reads back with sha256 %s, streamed %s", r, p.bmap.Offset(r), got[i], rangeSums[i])
+	}
+	return Result{SHA256: sum, Written: written, ImageSize: imgSize, Target: dev, Write: writeDur, Verify: verifyDur, Verified: written}, nil
 }
 
 // writeDirect has the board fetch (and decompress) the URL itself.
-func (d *Driver) writeDirect(ctx context.Context, s *session, prompt string, p *plan, dev string, emit func(Event)) (Result, error) {
+func (d *Driver) writeDirect(ctx context.Context, s *session, st *streamServer, prompt string, p *plan, dev string, emit func(Event)) (Result, error) {
 	cmd := "wget -q -O - '" + strings.ReplaceAll(p.img.URL, "'", `'\''`) + "'"
 	if p.unpack != "" {
 		cmd += " | " + p.unpack
@@ -511,15 +496,19 @@ func (d *Driver) writeDirect(ctx context.Context, s *session, prompt string, p *
 	if err := d.syncBoard(ctx, s, prompt, emit); err != nil {
 		return Result{}, err
 	}
-	emit(Event{Phase: PhaseVerify, Message: "reading " + dev + " back"})
-	got, err := d.boardSum(ctx, s, prompt, fmt.Sprintf("head -c %d %s | sha256sum", size, dev))
+	emit(Event{Phase: PhaseWrite, Message: fmt.Sprintf("wrote %.1f MB to %s in %s (%s MB/s)", float64(size)/1e6, dev, writeDur.Round(100*time.Millisecond), mbps(size, writeDur))})
+	sums, verifyDur, err := d.readBack(ctx, s, st, prompt, dev, [][]ddPiece{ddPieces(0, size)}, size, emit)
 	if err != nil {
 		return Result{}, err
 	}
+	if len(sums) != 1 {
+		return Result{}, stepf(PhaseVerify, "read back %d checksums, want 1", len(sums))
+	}
+	got := sums[0]
 	if p.want != "" && got != p.want {
 		return Result{}, stepf(PhaseVerify, "image sha256 mismatch: expected %s, got %s (read back from %s)", p.want, got, dev)
 	}
-	return Result{SHA256: got, Written: size, ImageSize: size, Target: dev, Write: writeDur}, nil
+	return Result{SHA256: got, Written: size, ImageSize: size, Target: dev, Write: writeDur, Verify: verifyDur, Verified: size}, nil
 }
 
 func (d *Driver) syncBoard(ctx context.Context, s *session, prompt string, emit func(Event)) error {
@@ -534,18 +523,6 @@ func (d *Driver) syncBoard(ctx context.Context, s *session, prompt string, emit 
 	}
 	d.log.Info("flasher: synced", "duration", time.Since(start))
 	return nil
-}
-
-func (d *Driver) boardSum(ctx context.Context, s *session, prompt, cmd string) (string, error) {
-	out, code, err := s.run(ctx, d.cfg.VerifyTimeout, cmd, prompt)
-	if err != nil {
-		return "", &stepErr{PhaseVerify, err}
-	}
-	m := sumRe.FindStringSubmatch(out)
-	if code != 0 || m == nil {
-		return "", stepf(PhaseVerify, "%q failed (status %d): %s", cmd, code, lastLine(out))
-	}
-	return m[1], nil
 }
 
 func mbps(n int64, d time.Duration) string {
@@ -597,15 +574,109 @@ func writeScript(dev string, ranges [][]ddPiece) string {
 	return b.String()
 }
 
+// readChunk is how much one dd of the read-back reads, and how often it
+// reports progress.
+const readChunk = 16 << 20
+
+// splitPiece cuts p into pieces of at most limit bytes (at least one block).
+func splitPiece(p ddPiece, limit int64) []ddPiece {
+	n := max(1, limit/p.bs)
+	var out []ddPiece
+	for done := int64(0); done < p.count; done += n {
+		out = append(out, ddPiece{bs: p.bs, count: min(n, p.count-done), seek: p.seek + done})
+	}
+	return out
+}
+
+// verifyScript reads each range of dev back in large reads and prints its
+// sha256, and a progress marker (pogo-read=BYTES, on stderr) about every
+// readChunk bytes and at the end.
 func verifyScript(dev string, ranges [][]ddPiece) string {
 	var b strings.Builder
 	b.WriteString("set -e\n")
+	var done, mark int64
 	for _, r := range ranges {
-		b.WriteString("{ ")
+		// ":" keeps an empty range's group valid shell.
+		b.WriteString("{ :; ")
 		for _, p := range r {
-			fmt.Fprintf(&b, "dd if=%s bs=%d count=%d skip=%d 2>/dev/null; ", dev, p.bs, p.count, p.seek)
+			for _, q := range splitPiece(p, readChunk) {
+				fmt.Fprintf(&b, "dd if=%s bs=%d count=%d skip=%d 2>/dev/null; ", dev, q.bs, q.count, q.seek)
+				done += q.bs * q.count
+				if done-mark >= readChunk {
+					mark = done
+					fmt.Fprintf(&b, "echo pogo-read=%d >&2; ", done)
+				}
+			}
 		}
 		b.WriteString("} | sha256sum\n")
 	}
+	if done != mark {
+		fmt.Fprintf(&b, "echo pogo-read=%d >&2\n", done)
+	}
 	return b.String()
+}
+
+// readBack drops the board's page cache (so the device, not memory, is
+// read) and has the board read ranges of dev back with verifyScript,
+// emitting verify progress; it returns one sha256 per range and how long
+// the read-back took.
+func (d *Driver) readBack(ctx context.Context, s *session, st *streamServer, prompt, dev string, ranges [][]ddPiece, total int64, emit func(Event)) ([]string, time.Duration, error) {
+	emit(Event{Phase: PhaseVerify, Message: fmt.Sprintf("reading %.1f MB of %s back", float64(total)/1e6, dev), Total: total})
+	start := time.Now()
+	if _, rc, err := s.run(ctx, d.cfg.CommandTimeout, "echo 3 > /proc/sys/vm/drop_caches", prompt); err != nil {
+		return nil, 0, &stepErr{PhaseVerify, err}
+	} else if rc != 0 {
+		d.log.Warn("flasher: cannot drop the board's page cache; the read-back may come from memory", "status", rc)
+	}
+	st.setScript("verify.sh", verifyScript(dev, ranges))
+	out, code, err := s.runWatch(ctx, d.cfg.VerifyTimeout, fmt.Sprintf("wget -q -O - %s | sh", st.url("verify.sh")), prompt, func(n int64) {
+		rate := float64(n) / time.Since(start).Seconds() / 1e6
+		emit(Event{Phase: PhaseVerify, Done: n, Total: total, Image: n, MBps: rate})
+	})
+	dur := time.Since(start)
+	if err != nil {
+		return nil, 0, &stepErr{PhaseVerify, err}
+	}
+	if code != 0 {
+		return nil, 0, stepf(PhaseVerify, "reading %s back failed (status %d): %s", dev, code, lastLine(out))
+	}
+	d.log.Info("flasher: read back", "device", dev, "bytes", total, "duration", dur, "MB/s", mbps(total, dur))
+	emit(Event{Phase: PhaseVerify, Message: fmt.Sprintf("read %.1f MB of %s back in %s (%s MB/s)", float64(total)/1e6, dev, dur.Round(100*time.Millisecond), mbps(total, dur))})
+	return sumRe.FindAllString(out, -1), dur, nil
+}
+
+var watchRe = regexp.MustCompile(`pogo-read=(\d+)|pogo-rc=(\d+)`)
+
+// runWatch is session.run for a command that prints progress markers
+// (pogo-read=N) while it runs: each is passed to progress as it arrives.
+func (s *session) runWatch(ctx context.Context, timeout time.Duration, cmd, prompt string, progress func(int64)) (string, int, error) {
+	if err := s.e.SendLine(cmd + "; echo pogo-rc=$?"); err != nil {
+		return "", -1, err
+	}
+	deadline := time.Now().Add(timeout)
+	var out strings.Builder
+	for {
+		before, m, err := s.e.ExpectRegexp(ctx, time.Until(deadline), watchRe)
+		out.WriteString(before)
+		if err != nil {
+			if errors.Is(err, expect.ErrTimeout) {
+				return out.String(), -1, fmt.Errorf("%q did not finish within %s (last output: %q)", cmd, timeout, lastLine(out.String()))
+			}
+			return out.String(), -1, fmt.Errorf("%q: %w", cmd, err)
+		}
+		if m[1] != "" {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			progress(n)
+			continue
+		}
+		rc, _ := strconv.Atoi(m[2])
+		if _, err := s.e.Expect(ctx, 10*time.Second, prompt); err != nil {
+			return out.String(), rc, fmt.Errorf("%q: no prompt afterwards: %w", cmd, err)
+		}
+		text := out.String()
+		if i := strings.Index(text, "\n"); i >= 0 {
+			text = text[i+1:]
+		}
+		return strings.TrimSpace(strings.ReplaceAll(text, "\r", "")), rc, nil
+	}
 }

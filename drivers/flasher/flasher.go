@@ -87,11 +87,13 @@ type ShellOptions struct {
 type Event struct {
 	Phase   string
 	Message string
-	// Done and Total count source bytes (Total 0: unknown).
+	// Done and Total count source bytes (Total 0: unknown); in the
+	// verify phase, bytes read back and to read back.
 	Done, Total int64
-	// Image counts uncompressed bytes sent to the board.
+	// Image counts uncompressed bytes sent to the board (read back, in
+	// the verify phase).
 	Image int64
-	// MBps is the rate so far in MB/s.
+	// MBps is the step's rate so far in MB/s.
 	MBps    float64
 	Console []byte
 }
@@ -105,12 +107,19 @@ type Result struct {
 	// ImageSize is the uncompressed image size.
 	ImageSize int64
 	Target    string
-	// Duration is the whole flash; Write is the write step alone.
-	Duration, Write time.Duration
+	// Duration is the whole flash; Write is the write step alone (the
+	// board fetching and writing) and Verify the read-back.
+	Duration, Write, Verify time.Duration
+	// Verified is how many bytes were read back and compared.
+	Verified int64
+	// Bmap names the block map used ("" when none; "request" when it
+	// came with the request).
+	Bmap string
 }
 
 // Phases of a flash, in order.
 const (
+	PhaseImage      = "image"
 	PhaseBundle     = "bundle"
 	PhasePower      = "power"
 	PhaseBootloader = "bootloader"

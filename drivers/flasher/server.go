@@ -88,6 +88,7 @@ func (s *server) Flash(stream pb.Flasher_FlashServer) error {
 	send(&pb.FlashEvent{Msg: &pb.FlashEvent_Result{Result: &pb.FlashResult{
 		Sha256: res.SHA256, Written: res.Written, Duration: durationpb.New(res.Duration),
 		Target: res.Target, ImageSize: res.ImageSize, Write: durationpb.New(res.Write),
+		Verify: durationpb.New(res.Verify), Verified: res.Verified, Bmap: res.Bmap,
 	}}})
 	return sendErr
 }

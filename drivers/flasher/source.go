@@ -200,9 +200,3 @@ func checkURL(raw string) error {
 	}
 	return nil
 }
-
-// pullImage fetches an OCI image to a local file; a variable so the OCI
-// code stays out of the driver's core.
-var pullImage = func(ctx context.Context, ref, cacheDir string) (string, error) {
-	return "", fmt.Errorf("oci://%s: pulling images is not supported by this build: %w", ref, errdefs.ErrUnsupported)
-}

@@ -19,9 +19,7 @@ import (
 
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/console/expect"
-	"github.com/pogolab/pogo/drivers/flasher/image"
 	"github.com/pogolab/pogo/drivers/power"
-	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/specs/board"
 )
 
@@ -250,52 +248,16 @@ var _ = Describe("j storage flash", Label("qemu", "flash"), func() {
 		// hole: what the bmap leaves out is truly free, so the pattern there
 		// cannot break the boot. Its block map and the image compressed
 		// beside it (IMAGE.bmap is found by name).
-		sparse := filepath.Join(lab.dir, "sparse.img")
-		holey(lab.img, sparse, 48<<20)
-		run(ctx, "sh", "-c", `bmaptool -q create "$1" -o "$1.bmap" 2>/dev/null || bmaptool create "$1" -o "$1.bmap"`, "bmaptool", sparse)
-		run(ctx, "sh", "-c", `xz -T2 -1 -c "$1" > "$1.xz"`, "xz", sparse)
-		bm, err := image.LoadBmap(sparse + ".bmap")
-		Expect(err).NotTo(HaveOccurred())
-		Expect(bm.MappedBlocksCount).To(BeNumerically("<", bm.BlocksCount), "the fixture has unmapped blocks")
+		img, bm := sparseFixture(ctx, filepath.Join(lab.dir, "bmap-images"))
+		prefill(ctx, cfg)
 
-		// Fill the disk with a pattern the flash must leave where the
-		// image has no data.
-		const size = 128 << 20
-		b := openBoard(ctx, cfg)
-		Expect(b.Power().Off(ctx)).To(Succeed())
-		_, err = b.Storage().Write(ctx, io.LimitReader(patternReader{}, size), storage.WriteOptions{Size: size})
-		Expect(err).NotTo(HaveOccurred())
-		Expect(b.Close()).To(Succeed())
-
-		out, code := jmpShell(ctx, cfg, "storage", "flash", sparse+".xz", "--os-image-checksum", lab.sum)
+		out, code := jmpShell(ctx, cfg, "storage", "flash", img+".xz", "--os-image-checksum", lab.sum)
 		Expect(code).To(Equal(0), out)
-		Expect(out).To(ContainSubstring("using block map " + sparse + ".bmap"))
+		Expect(out).To(ContainSubstring("using block map " + img + ".bmap"))
 		noQEMU(disk)
 
-		b = openBoard(ctx, cfg)
-		img, err := os.ReadFile(lab.img)
-		Expect(err).NotTo(HaveOccurred())
-		got := readDisk(ctx, b, int64(len(img)))
-		mapped := make([]bool, bm.BlocksCount)
-		for _, r := range bm.Ranges {
-			for i := r.First; i <= r.Last; i++ {
-				mapped[i] = true
-			}
-		}
-		pat := make([]byte, bm.BlockSize)
-		_, _ = io.ReadFull(patternReader{}, pat)
-		var kept, written int
-		for i := int64(0); i < bm.BlocksCount; i++ {
-			blk := got[i*bm.BlockSize : (i+1)*bm.BlockSize]
-			if mapped[i] {
-				Expect(bytes.Equal(blk, img[i*bm.BlockSize:(i+1)*bm.BlockSize])).To(BeTrue(), "mapped block %d holds the image", i)
-				written++
-			} else {
-				Expect(bytes.Equal(blk, pat)).To(BeTrue(), "unmapped block %d was left alone", i)
-				kept++
-			}
-		}
-		By(fmt.Sprintf("%d blocks written, %d left alone", written, kept))
+		b := openBoard(ctx, cfg)
+		onlyMapped(ctx, b, bm)
 		bootsDemo(ctx, b)
 	}, SpecTimeout(4*time.Minute))
 

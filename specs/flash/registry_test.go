@@ -54,12 +54,31 @@ func startRegistry(ctx context.Context) string {
 // pushImage pushes data as a one-layer OCI artifact to host/repo:tag.
 func pushImage(ctx context.Context, host, repo, tag, name string, data []byte) {
 	GinkgoHelper()
+	pushArtifact(ctx, host, repo, tag, blob{"application/octet-stream", name, data})
+}
+
+// blob is one layer of an artifact: its media type, title and content.
+type blob struct {
+	mediaType, title string
+	data             []byte
+}
+
+// pushArtifact pushes an artifact of the given layers to host/repo:tag
+// and returns the last layer's digest.
+func pushArtifact(ctx context.Context, host, repo, tag string, layers ...blob) string {
+	GinkgoHelper()
 	store := memory.New()
-	layer := content.NewDescriptorFromBytes("application/octet-stream", data)
-	layer.Annotations = map[string]string{ocispec.AnnotationTitle: name}
-	Expect(store.Push(ctx, layer, bytes.NewReader(data))).To(Succeed())
+	var descs []ocispec.Descriptor
+	for _, l := range layers {
+		d := content.NewDescriptorFromBytes(l.mediaType, l.data)
+		if l.title != "" {
+			d.Annotations = map[string]string{ocispec.AnnotationTitle: l.title}
+		}
+		Expect(store.Push(ctx, d, bytes.NewReader(l.data))).To(Succeed())
+		descs = append(descs, d)
+	}
 	m, err := oras.PackManifest(ctx, store, oras.PackManifestVersion1_1, "application/vnd.pogo.os-image",
-		oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
+		oras.PackManifestOptions{Layers: descs})
 	Expect(err).NotTo(HaveOccurred())
 	Expect(store.Tag(ctx, m, tag)).To(Succeed())
 	r, err := remote.NewRepository(host + "/" + repo)
@@ -67,4 +86,5 @@ func pushImage(ctx context.Context, host, repo, tag, name string, data []byte) {
 	r.PlainHTTP = true
 	_, err = oras.Copy(ctx, store, tag, r, tag, oras.DefaultCopyOptions)
 	Expect(err).NotTo(HaveOccurred())
+	return descs[len(descs)-1].Digest.String()
 }

@@ -393,15 +393,16 @@ func (*FlashEvent_Result) isFlashEvent_Msg() {}
 
 type FlashProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// phase is the step running: "bundle", "power", "bootloader", "dhcp",
+	// phase is the step running: "image", "bundle", "power", "bootloader", "dhcp",
 	// "tftp", "boot", "login", "preflash", "target", "write", "sync",
 	// "verify", "poweroff".
 	Phase   string `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	// bytes done and total of the source (total 0: unknown).
+	// bytes done and total of the source (total 0: unknown); in "verify",
+	// bytes read back and to read.
 	Done  int64 `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
 	Total int64 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
-	// mbps is the write rate so far, in MB/s (10^6 bytes).
+	// mbps is the step's rate so far, in MB/s (10^6 bytes).
 	Mbps float64 `protobuf:"fixed64,5,opt,name=mbps,proto3" json:"mbps,omitempty"`
 	// image is uncompressed bytes sent to the board so far.
 	Image         int64 `protobuf:"varint,6,opt,name=image,proto3" json:"image,omitempty"`
@@ -493,7 +494,14 @@ type FlashResult struct {
 	// image_size is the uncompressed image size.
 	ImageSize int64 `protobuf:"varint,5,opt,name=image_size,json=imageSize,proto3" json:"image_size,omitempty"`
 	// write is how long the write step took (board fetching and writing).
-	Write         *durationpb.Duration `protobuf:"bytes,6,opt,name=write,proto3" json:"write,omitempty"`
+	Write *durationpb.Duration `protobuf:"bytes,6,opt,name=write,proto3" json:"write,omitempty"`
+	// verify is how long reading the target back took; verified is the
+	// bytes read back.
+	Verify   *durationpb.Duration `protobuf:"bytes,7,opt,name=verify,proto3" json:"verify,omitempty"`
+	Verified int64                `protobuf:"varint,8,opt,name=verified,proto3" json:"verified,omitempty"`
+	// bmap names the block map used: its URL or OCI layer, "request" when
+	// it came with the request, "" when none.
+	Bmap          string `protobuf:"bytes,9,opt,name=bmap,proto3" json:"bmap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +576,27 @@ func (x *FlashResult) GetWrite() *durationpb.Duration {
 		return x.Write
 	}
 	return nil
+}
+
+func (x *FlashResult) GetVerify() *durationpb.Duration {
+	if x != nil {
+		return x.Verify
+	}
+	return nil
+}
+
+func (x *FlashResult) GetVerified() int64 {
+	if x != nil {
+		return x.Verified
+	}
+	return 0
+}
+
+func (x *FlashResult) GetBmap() string {
+	if x != nil {
+		return x.Bmap
+	}
+	return ""
 }
 
 type ShellOpen struct {
@@ -859,7 +888,7 @@ const file_pogo_v1_flasher_proto_rawDesc = "" +
 	"\x04done\x18\x03 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x03R\x05total\x12\x12\n" +
 	"\x04mbps\x18\x05 \x01(\x01R\x04mbps\x12\x14\n" +
-	"\x05image\x18\x06 \x01(\x03R\x05image\"\xde\x01\n" +
+	"\x05image\x18\x06 \x01(\x03R\x05image\"\xc1\x02\n" +
 	"\vFlashResult\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x18\n" +
 	"\awritten\x18\x02 \x01(\x03R\awritten\x125\n" +
@@ -867,7 +896,10 @@ const file_pogo_v1_flasher_proto_rawDesc = "" +
 	"\x06target\x18\x04 \x01(\tR\x06target\x12\x1d\n" +
 	"\n" +
 	"image_size\x18\x05 \x01(\x03R\timageSize\x12/\n" +
-	"\x05write\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05write\"^\n" +
+	"\x05write\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05write\x121\n" +
+	"\x06verify\x18\a \x01(\v2\x19.google.protobuf.DurationR\x06verify\x12\x1a\n" +
+	"\bverified\x18\b \x01(\x03R\bverified\x12\x12\n" +
+	"\x04bmap\x18\t \x01(\tR\x04bmap\"^\n" +
 	"\tShellOpen\x12,\n" +
 	"\x12force_flash_bundle\x18\x01 \x01(\tR\x10forceFlashBundle\x12#\n" +
 	"\rconsole_debug\x18\x02 \x01(\bR\fconsoleDebug\"S\n" +
@@ -912,23 +944,24 @@ var file_pogo_v1_flasher_proto_goTypes = []any{
 	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
 }
 var file_pogo_v1_flasher_proto_depIdxs = []int32{
-	1, // 0: pogo.v1.FlashRequest.header:type_name -> pogo.v1.FlashHeader
-	3, // 1: pogo.v1.FlashEvent.progress:type_name -> pogo.v1.FlashProgress
-	4, // 2: pogo.v1.FlashEvent.result:type_name -> pogo.v1.FlashResult
-	8, // 3: pogo.v1.FlashResult.duration:type_name -> google.protobuf.Duration
-	8, // 4: pogo.v1.FlashResult.write:type_name -> google.protobuf.Duration
-	5, // 5: pogo.v1.ShellInput.open:type_name -> pogo.v1.ShellOpen
-	0, // 6: pogo.v1.Flasher.Flash:input_type -> pogo.v1.FlashRequest
-	6, // 7: pogo.v1.Flasher.BootloaderShell:input_type -> pogo.v1.ShellInput
-	6, // 8: pogo.v1.Flasher.BusyboxShell:input_type -> pogo.v1.ShellInput
-	2, // 9: pogo.v1.Flasher.Flash:output_type -> pogo.v1.FlashEvent
-	7, // 10: pogo.v1.Flasher.BootloaderShell:output_type -> pogo.v1.ShellOutput
-	7, // 11: pogo.v1.Flasher.BusyboxShell:output_type -> pogo.v1.ShellOutput
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: pogo.v1.FlashRequest.header:type_name -> pogo.v1.FlashHeader
+	3,  // 1: pogo.v1.FlashEvent.progress:type_name -> pogo.v1.FlashProgress
+	4,  // 2: pogo.v1.FlashEvent.result:type_name -> pogo.v1.FlashResult
+	8,  // 3: pogo.v1.FlashResult.duration:type_name -> google.protobuf.Duration
+	8,  // 4: pogo.v1.FlashResult.write:type_name -> google.protobuf.Duration
+	8,  // 5: pogo.v1.FlashResult.verify:type_name -> google.protobuf.Duration
+	5,  // 6: pogo.v1.ShellInput.open:type_name -> pogo.v1.ShellOpen
+	0,  // 7: pogo.v1.Flasher.Flash:input_type -> pogo.v1.FlashRequest
+	6,  // 8: pogo.v1.Flasher.BootloaderShell:input_type -> pogo.v1.ShellInput
+	6,  // 9: pogo.v1.Flasher.BusyboxShell:input_type -> pogo.v1.ShellInput
+	2,  // 10: pogo.v1.Flasher.Flash:output_type -> pogo.v1.FlashEvent
+	7,  // 11: pogo.v1.Flasher.BootloaderShell:output_type -> pogo.v1.ShellOutput
+	7,  // 12: pogo.v1.Flasher.BusyboxShell:output_type -> pogo.v1.ShellOutput
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_pogo_v1_flasher_proto_init() }
