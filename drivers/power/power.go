@@ -8,6 +8,7 @@ package power
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -71,4 +72,53 @@ func OffWaitOn(ctx context.Context, off, on func(context.Context) error, delay t
 	case <-t.C:
 	}
 	return on(ctx)
+}
+
+// Op is a power call made through the exporter's power service.
+type Op string
+
+const (
+	OpOn    Op = "on"
+	OpOff   Op = "off"
+	OpCycle Op = "cycle"
+)
+
+var (
+	wmu      sync.Mutex
+	watchers = map[Switcher]map[*func(Op)]struct{}{}
+)
+
+// Watch calls f after every successful power call that reaches sw through
+// the exporter's power service (a user's `j board power off`), so a
+// driver that keeps state about the board (drivers/state/uboot) learns
+// the board was switched behind its back. Calls a driver makes on sw
+// itself are not reported. stop ends the watch.
+func Watch(sw Switcher, f func(Op)) (stop func()) {
+	wmu.Lock()
+	defer wmu.Unlock()
+	if watchers[sw] == nil {
+		watchers[sw] = map[*func(Op)]struct{}{}
+	}
+	p := &f
+	watchers[sw][p] = struct{}{}
+	return func() {
+		wmu.Lock()
+		defer wmu.Unlock()
+		delete(watchers[sw], p)
+		if len(watchers[sw]) == 0 {
+			delete(watchers, sw)
+		}
+	}
+}
+
+func notify(sw Switcher, op Op) {
+	wmu.Lock()
+	var fs []func(Op)
+	for f := range watchers[sw] {
+		fs = append(fs, *f)
+	}
+	wmu.Unlock()
+	for _, f := range fs {
+		f(op)
+	}
 }

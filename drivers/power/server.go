@@ -31,11 +31,11 @@ func (s *server) switcher(ctx context.Context) (Switcher, error) {
 }
 
 func (s *server) On(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
-	return s.do(ctx, func(sw Switcher) error { return sw.On(ctx) })
+	return s.do(ctx, func(sw Switcher) error { return notified(sw, OpOn, sw.On(ctx)) })
 }
 
 func (s *server) Off(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
-	return s.do(ctx, func(sw Switcher) error { return sw.Off(ctx) })
+	return s.do(ctx, func(sw Switcher) error { return notified(sw, OpOff, sw.Off(ctx)) })
 }
 
 func (s *server) Cycle(ctx context.Context, req *pb.CycleRequest) (*pb.PowerResponse, error) {
@@ -46,7 +46,7 @@ func (s *server) Cycle(ctx context.Context, req *pb.CycleRequest) (*pb.PowerResp
 				delay = DefaultCycleDelay
 			}
 		}
-		return Cycle(ctx, sw, delay)
+		return notified(sw, OpCycle, Cycle(ctx, sw, delay))
 	})
 }
 
@@ -69,6 +69,14 @@ func (s *server) do(ctx context.Context, f func(Switcher) error) (*pb.PowerRespo
 		}
 	}
 	return &pb.PowerResponse{State: toPB(st)}, nil
+}
+
+// notified tells the watchers of sw about a call that succeeded.
+func notified(sw Switcher, op Op, err error) error {
+	if err == nil {
+		notify(sw, op)
+	}
+	return err
 }
 
 func toPB(s State) pb.PowerState {
