@@ -85,40 +85,35 @@ const (
 
 var (
 	wmu      sync.Mutex
-	watchers = map[Switcher]map[*func(Op)]struct{}{}
+	watchers = map[*func(string, Op)]struct{}{}
 )
 
-// Watch calls f after every successful power call that reaches sw through
-// the exporter's power service (a user's `j board power off`), so a
-// driver that keeps state about the board (drivers/state/uboot) learns
-// the board was switched behind its back. Calls a driver makes on sw
-// itself are not reported. stop ends the watch.
-func Watch(sw Switcher, f func(Op)) (stop func()) {
+// Watch calls f with the tree path and the call after every successful
+// power call made through the exporter's power service (a user's `j board
+// power off`), so a driver that keeps state about a board
+// (drivers/state/uboot) learns the board was switched behind its back.
+// Calls drivers make on a switcher themselves are not reported. stop ends
+// the watch.
+func Watch(f func(path string, op Op)) (stop func()) {
 	wmu.Lock()
 	defer wmu.Unlock()
-	if watchers[sw] == nil {
-		watchers[sw] = map[*func(Op)]struct{}{}
-	}
 	p := &f
-	watchers[sw][p] = struct{}{}
+	watchers[p] = struct{}{}
 	return func() {
 		wmu.Lock()
 		defer wmu.Unlock()
-		delete(watchers[sw], p)
-		if len(watchers[sw]) == 0 {
-			delete(watchers, sw)
-		}
+		delete(watchers, p)
 	}
 }
 
-func notify(sw Switcher, op Op) {
+func notify(path string, op Op) {
 	wmu.Lock()
-	var fs []func(Op)
-	for f := range watchers[sw] {
+	var fs []func(string, Op)
+	for f := range watchers {
 		fs = append(fs, *f)
 	}
 	wmu.Unlock()
 	for _, f := range fs {
-		f(op)
+		f(path, op)
 	}
 }
