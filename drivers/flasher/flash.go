@@ -17,6 +17,7 @@ import (
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/bundles/manifest"
 	"github.com/pogolab/pogo/drivers/flasher/image"
+	"github.com/pogolab/pogo/drivers/state"
 )
 
 // plan is a checked flash request.
@@ -253,14 +254,11 @@ var (
 
 // flashOnce is one attempt: boot the flasher, write, sync, verify.
 func (d *Driver) flashOnce(ctx context.Context, b *bundle, p *plan, src source, target manifest.Target, emit func(Event)) (Result, error) {
-	s, err := d.openSession(ctx, emit, p.opts.ConsoleDebug)
+	s, err := d.reach(ctx, state.Flasher, b, emit, p.opts.ConsoleDebug)
 	if err != nil {
 		return Result{}, err
 	}
 	defer s.close()
-	if err := d.bootFlasher(ctx, s, b, emit); err != nil {
-		return Result{}, err
-	}
 	prompt := shellPrompt(b)
 	sh := func(timeout time.Duration, cmd string) (string, int, error) {
 		return s.run(ctx, timeout, cmd, prompt)
