@@ -60,7 +60,7 @@ type Build struct {
 	// ChildPaths are the tree paths of the children, by name: for a ref,
 	// the path of the node it points to.
 	ChildPaths map[string]string
-	Log      *slog.Logger
+	Log        *slog.Logger
 	// Host holds resources shared by every driver of this exporter.
 	Host *Host
 }

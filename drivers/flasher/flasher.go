@@ -112,7 +112,7 @@ type Result struct {
 
 // Phases of a flash, in order.
 const (
-	PhaseBundle     = "bundle"
+	PhaseBundle = "bundle"
 	// PhaseState reports a board state reached on the way.
 	PhaseState      = "state"
 	PhasePower      = "power"
