@@ -237,7 +237,7 @@ func (rawCodec) Name() string { return "proto" }
 
 // shellLease requests a lease, waits for it, and runs the command through
 // the proxy; the lease is released at exit unless keepLease.
-func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLease, keepPower bool, args []string) error {
+func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLease bool, h held, args []string) error {
 	cfg, err := lease.LoadConfig(lease.ConfigPath())
 	if err != nil {
 		return err
@@ -309,7 +309,7 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("lease %s: could not open a session on exporter %s within 60s", id, l.GetExporter())
 	}
-	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, keepPower, dir, args)
+	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, h, dir, args)
 	if r := p.Reason(); r != "" {
 		fmt.Fprintln(os.Stderr, "jmp shell:", r)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/files"
 	"github.com/pogolab/pogo/drivers/power"
+	"github.com/pogolab/pogo/drivers/state"
 	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -56,6 +57,8 @@ type Paths struct {
 	Power, Console, Storage string
 	// TFTP and HTTP are the file servers the board boots from.
 	TFTP, HTTP string
+	// State is the board's state machine (off, bootloader, flasher, os).
+	State string
 }
 
 // Board is a held exporter and its board's parts.
@@ -221,6 +224,13 @@ func (b *Board) discover(ctx context.Context) error {
 		return fmt.Errorf("exporter %s has no board (a node with power and console; set %s): drivers %s", rep.GetName(), EnvBoard, strings.Join(all, ", "))
 	}
 	b.Paths = Paths{Power: find(root, "power"), Console: find(root, "console"), Storage: find(root, "storage")}
+	// The board's states: a uboot node of its own, else the one a flasher
+	// built (<flasher>.state).
+	for _, n := range rep.GetDrivers() {
+		if b.Paths.State == "" && serves(n.GetPath(), "state") {
+			b.Paths.State = n.GetPath()
+		}
+	}
 	for _, n := range rep.GetDrivers() {
 		switch {
 		case n.GetKind() == "tftp" && b.Paths.TFTP == "":
@@ -251,6 +261,27 @@ func (b *Board) Console() *console.Client { return b.Client.Console(b.Paths.Cons
 
 // Storage is the board's disk.
 func (b *Board) Storage() *storage.Client { return storage.NewClient(b.Client.Conn(), b.Paths.Storage) }
+
+// State is the board's state machine.
+func (b *Board) State() *state.Client { return state.NewClient(b.Client.Conn(), b.Paths.State) }
+
+// InState takes the board to target (off, bootloader, flasher, os) and
+// returns the states the transition walked: what a suite's BeforeEach
+// asks for instead of scripting the board. The console is free again
+// when it returns.
+func (b *Board) InState(ctx context.Context, target string) ([]string, error) {
+	if b.Paths.State == "" {
+		return nil, fmt.Errorf("the exporter has no board states (no driver serves state)")
+	}
+	var events []state.Event
+	err := b.State().Transition(ctx, target, func(e state.Event) {
+		events = append(events, e)
+		if e.Reached != "" {
+			fmt.Fprintf(ginkgo.GinkgoWriter, "board state: %s\n", e.Reached)
+		}
+	})
+	return state.Walked(events), err
+}
 
 // TFTP is the TFTP server the board boots from.
 func (b *Board) TFTP() *files.Client { return files.NewClient(b.Client.Conn(), b.Paths.TFTP) }
