@@ -95,7 +95,7 @@ func reachState(ctx context.Context, c *client.Client, target string, w io.Write
 		ok = ok || n == target
 	}
 	if !ok {
-		return fmt.Errorf("%s has no state %q (states: %s)", paths[0], target, strings.Join(names, ", "))
+		return fmt.Errorf("no state %q: the board (%s) offers %s", target, paths[0], strings.Join(names, ", "))
 	}
 	return transition(ctx, m, target, w)
 }

@@ -68,6 +68,10 @@ type Board struct {
 	// Local tells the exporter runs in this process, so host-side checks
 	// (processes, files) see what it does.
 	Local bool
+	// Target is the exporter's address, for a second client on the same
+	// session (client.Dial(ctx, b.Target, client.Options{Session:
+	// b.Client.Token()})).
+	Target string
 
 	closers []func() error
 }
@@ -95,6 +99,7 @@ func Open(ctx context.Context, opts Options) (*Board, error) {
 			return nil, err
 		}
 		b.Client = c
+		b.Target = os.Getenv(client.EnvHost)
 		b.closers = append(b.closers, c.Close)
 	} else if err := b.serve(ctx, opts); err != nil {
 		b.Close()
@@ -165,7 +170,7 @@ func (b *Board) serve(ctx context.Context, opts Options) error {
 		return err
 	}
 	b.closers = append(b.closers, sess.Close)
-	b.Client, b.Local = c, true
+	b.Client, b.Local, b.Target = c, true, "unix://"+l.Addr().String()
 	return nil
 }
 

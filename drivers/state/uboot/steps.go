@@ -91,14 +91,14 @@ func (m *Machine) powerOn(ctx context.Context, w *walk) error {
 // waitBootloader stops autoboot and waits for the prompt.
 func (m *Machine) waitBootloader(ctx context.Context, s *Session) error {
 	timeout := m.cfg.BootloaderTimeout
-	i, _, err := s.e.ExpectAny(ctx, timeout, m.cfg.Autoboot, "autoboot:", m.cfg.Prompt)
+	i, _, err := s.e.ExpectAny(ctx, timeout, m.cfg.Autoboot, m.cfg.Prompt)
 	if err != nil {
 		if errors.Is(err, expect.ErrTimeout) {
 			return stepf(StepBootloader, "no U-Boot prompt after %s (no %q nor %q; last output: %q)", timeout, m.cfg.Autoboot, m.cfg.Prompt, LastLine(s.TranscriptTail(400)))
 		}
 		return &StepError{Step: StepBootloader, Err: err}
 	}
-	if i < 2 {
+	if i == 0 {
 		// Any key stops the countdown; a second one is harmless at the
 		// prompt. Ctrl-C also clears a partly typed line.
 		if err := s.e.Send(m.cfg.Interrupt); err != nil {
