@@ -396,7 +396,7 @@ func (m *Machine) setState(s string) {
 func (m *Machine) busyMsg() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return "board busy: " + m.activity + " in progress"
+	return "board busy: " + m.activity
 }
 
 // Acquire takes the board to target and returns its console, held, at
@@ -420,7 +420,7 @@ func (m *Machine) Acquire(ctx context.Context, target string, opts Options, prog
 		return nil, fmt.Errorf("%w since a transition failed (%v); force a state or power the board off to clear it: %w", state.ErrBroken, broken, errdefs.ErrPrecondition)
 	}
 	from := m.cur
-	m.activity = "transition to " + target
+	m.activity = "transition to " + target + " in progress"
 	ctx, cancel := context.WithCancelCause(ctx)
 	m.cancel = cancel
 	m.interrupted = ""
@@ -551,10 +551,10 @@ func (m *Machine) Acquire(ctx context.Context, target string, opts Options, prog
 	}
 	holder := opts.Holder
 	if holder == "" {
-		holder = "a client holding the " + target + " console"
+		holder = "a client"
 	}
 	m.mu.Lock()
-	m.activity = holder
+	m.activity = "held in state " + target + " by " + holder
 	m.mu.Unlock()
 	s.release = release
 	return s, nil
