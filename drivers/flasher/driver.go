@@ -88,7 +88,10 @@ type Config struct {
 	// StreamListen is where the image stream server binds (default: the
 	// http server's address with a free port).
 	StreamListen string `yaml:"stream_listen"`
-	// Prompt is the bootloader prompt.
+	// The board-handling keys below configure the state machine the
+	// flasher builds when it has no state child (drivers/state/uboot,
+	// which has their defaults): the bootloader prompt, power-on to the
+	// prompt, dhcp, tftpboot, the flasher's boot to its shell.
 	Prompt string `yaml:"bootloader_prompt"`
 
 	UBootTimeout   time.Duration `yaml:"uboot_timeout"`
@@ -102,7 +105,7 @@ type Config struct {
 	// Retries is how many times a failed flash is tried again.
 	Retries      int           `yaml:"retries"`
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
-	// DHCPRetries is how many times dhcp is tried in U-Boot.
+	// DHCPRetries is how many times the state machine tries dhcp.
 	DHCPRetries int `yaml:"dhcp_retries"`
 }
 
@@ -112,21 +115,11 @@ func (c *Config) defaults() {
 			*d = v
 		}
 	}
-	def(&c.UBootTimeout, 60*time.Second)
-	def(&c.DHCPTimeout, 30*time.Second)
-	def(&c.TFTPTimeout, 5*time.Minute)
-	def(&c.BootTimeout, 3*time.Minute)
 	def(&c.CommandTimeout, time.Minute)
 	def(&c.FlashTimeout, 4*time.Hour)
 	def(&c.VerifyTimeout, time.Hour)
 	def(&c.CycleDelay, 2*time.Second)
 	def(&c.RetryBackoff, 5*time.Second)
-	if c.Prompt == "" {
-		c.Prompt = "=> "
-	}
-	if c.DHCPRetries == 0 {
-		c.DHCPRetries = 3
-	}
 	if c.CacheDir == "" {
 		c.CacheDir = bundles.DefaultCacheDir()
 	}
