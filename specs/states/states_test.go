@@ -251,7 +251,7 @@ var _ = Describe("Board states", Label("qemu", "boot"), func() {
 		_, err = con2.Attach(ctx, console.AttachOptions{Write: true})
 		Expect(err).To(MatchError(ContainSubstring("board busy: transition to os in progress")))
 		Expect(errors.Is(err, errdefs.ErrInUse)).To(BeTrue())
-		r, err := con2.Attach(ctx, console.AttachOptions{})
+		r, err := con2.Attach(ctx, console.AttachOptions{Replay: true})
 		Expect(err).NotTo(HaveOccurred(), "a read-only attach during a transition")
 		defer r.Close()
 		re := expect.New(r)
