@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -520,7 +521,7 @@ func (m *Machine) Acquire(ctx context.Context, target string, opts Options, prog
 		}
 	}
 	if target != state.Off {
-		att, aerr := m.console.Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true, Busy: m.busyMsg})
+		att, aerr := m.attach(ctx)
 		if aerr != nil {
 			// Not the board's fault: nothing to latch.
 			return nil, fmt.Errorf("attach to the console: %w", aerr)
@@ -558,6 +559,24 @@ func (m *Machine) Acquire(ctx context.Context, target string, opts Options, prog
 	m.mu.Unlock()
 	s.release = release
 	return s, nil
+}
+
+// attach takes the console's write side. A client that has just closed
+// its writer attachment (j board console, then j state) is detached by
+// the exporter a moment later: the attach is tried again for a while.
+func (m *Machine) attach(ctx context.Context) (io.ReadWriteCloser, error) {
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		att, err := m.console.Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true, Busy: m.busyMsg})
+		if err == nil || !errors.Is(err, errdefs.ErrInUse) || time.Now().After(deadline) {
+			return att, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // bundle loads the configured flasher bundle.
