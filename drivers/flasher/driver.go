@@ -267,6 +267,9 @@ func machineConfig(cfg Config, sw power.Switcher) uboot.Config {
 		FlasherTimeout:    cfg.BootTimeout,
 		CycleDelay:        delay,
 		CacheDir:          cfg.CacheDir,
+		// j storage state flasher boots the flasher's own bundle.
+		FlasherBundle: cfg.Bundle,
+		Variant:       cfg.Variant,
 	}
 }
 
