@@ -188,9 +188,12 @@ func (m *Machine) login(ctx context.Context, s *Session, step string, l login) e
 	// A prompt in boot messages could have matched, and keys typed before
 	// the shell owns the console are lost: a command round trip, repeated
 	// until it comes back, proves the shell is listening.
+	// Each try waits longer: a loaded host's emulated board can take
+	// seconds to answer.
 	deadline := time.Now().Add(m.cfg.CommandTimeout)
 	for try := 0; ; try++ {
-		_, rc, err := s.Run(ctx, 3*time.Second, "true", l.prompt)
+		wait := min(time.Duration(try+1)*3*time.Second, 15*time.Second)
+		_, rc, err := s.Run(ctx, wait, "true", l.prompt)
 		if err == nil && rc == 0 {
 			return nil
 		}
