@@ -56,7 +56,10 @@ type Build struct {
 	Config Config
 	// Children are the node's children (refs resolved), by name.
 	Children map[string]Driver
-	Log      *slog.Logger
+	// ChildPaths are the tree paths of the children, by name: for a ref,
+	// the path of the node it points to.
+	ChildPaths map[string]string
+	Log        *slog.Logger
 	// Host holds resources shared by every driver of this exporter.
 	Host *Host
 }

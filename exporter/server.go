@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -481,10 +482,17 @@ func (s *Server) Report() *pb.ReportResponse {
 			n.ParentPath = en.node.Path[:i]
 		}
 		if en.driver != nil {
-			// A parent serves its capabilities through its parts; listing them
-			// on the parent too would make its j verbs clash with the parts.
-			if _, parent := en.driver.(drivers.Parent); !parent {
-				n.Interfaces = drivers.Interfaces(en.driver)
+			// A parent serves what its parts serve through them; listing it
+			// on the parent too would make its j verbs clash with the parts'.
+			n.Interfaces = drivers.Interfaces(en.driver)
+			if p, parent := en.driver.(drivers.Parent); parent {
+				byParts := map[string]bool{}
+				for _, part := range p.Parts() {
+					for _, i := range drivers.Interfaces(part.Driver) {
+						byParts[i] = true
+					}
+				}
+				n.Interfaces = slices.DeleteFunc(n.Interfaces, func(i string) bool { return byParts[i] })
 			}
 			if d, ok := en.driver.(drivers.Describer); ok {
 				n.Description = d.Description()

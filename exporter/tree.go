@@ -66,7 +66,12 @@ func Build(ctx context.Context, f *config.File, host *drivers.Host, log *slog.Lo
 			return d, nil
 		}
 		children := map[string]drivers.Driver{}
+		childPaths := map[string]string{}
 		for _, c := range n.Children {
+			childPaths[c.Name] = c.Path
+			if c.Ref != "" {
+				childPaths[c.Name] = c.Ref
+			}
 			d, err := build(c)
 			if err != nil {
 				return nil, err
@@ -81,12 +86,13 @@ func Build(ctx context.Context, f *config.File, host *drivers.Host, log *slog.Lo
 		}
 		k, _ := drivers.Lookup(n.Type)
 		d, err := drivers.New(ctx, k, &drivers.Build{
-			Path:     n.Path,
-			Type:     n.Type,
-			Config:   n.Config,
-			Children: children,
-			Log:      log.With("driver", n.Path),
-			Host:     host,
+			Path:       n.Path,
+			Type:       n.Type,
+			Config:     n.Config,
+			Children:   children,
+			ChildPaths: childPaths,
+			Log:        log.With("driver", n.Path),
+			Host:       host,
 		})
 		if err != nil {
 			return nil, buildError(f.Path, n, err)

@@ -18,10 +18,23 @@ import (
 // Verbs builds a capability's subcommands for the driver at path.
 type Verbs func(c *client.Client, path string) []*cobra.Command
 
+// NodeCommand makes a driver's own j command act for a capability (j
+// board.state os), rather than adding verbs under it.
+type NodeCommand func(c *client.Client, path string, cmd *cobra.Command)
+
 var (
-	vmu   sync.Mutex
-	verbs = map[string]Verbs{}
+	vmu          sync.Mutex
+	verbs        = map[string]Verbs{}
+	nodeCommands = map[string]NodeCommand{}
 )
+
+// RegisterNodeCommand sets how a driver serving capability runs as a
+// command itself.
+func RegisterNodeCommand(capability string, f NodeCommand) {
+	vmu.Lock()
+	defer vmu.Unlock()
+	nodeCommands[capability] = f
+}
 
 // RegisterVerbs adds the j subcommands of a capability ("power").
 func RegisterVerbs(capability string, v Verbs) {
@@ -62,6 +75,9 @@ func J(ctx context.Context, c *client.Client) (*cobra.Command, error) {
 		for _, capability := range n.GetInterfaces() {
 			if v, ok := verbs[capability]; ok {
 				cmd.AddCommand(v(c, n.GetPath())...)
+			}
+			if f, ok := nodeCommands[capability]; ok {
+				f(c, n.GetPath(), cmd)
 			}
 		}
 		cmds[n.GetPath()] = cmd

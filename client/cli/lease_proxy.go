@@ -256,7 +256,7 @@ const (
 
 // shellLease requests a lease, waits for it, and runs the command through
 // the proxy; the lease is released at exit unless keepLease.
-func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLease, keepPower bool, args []string) error {
+func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLease bool, h held, args []string) error {
 	cfg, err := lease.LoadConfig(lease.ConfigPath())
 	if err != nil {
 		return err
@@ -266,10 +266,10 @@ func shellLease(ctx context.Context, req lease.Request, leaseID string, keepLeas
 		return err
 	}
 	defer lc.Close()
-	return leaseShell(ctx, lc, req, leaseID, keepLease, keepPower, args)
+	return leaseShell(ctx, lc, req, leaseID, keepLease, h, args)
 }
 
-func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseID string, keepLease, keepPower bool, args []string) error {
+func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseID string, keepLease bool, h held, args []string) error {
 	var (
 		l   *pb.Lease
 		err error
@@ -352,7 +352,7 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("lease %s: could not open a session on exporter %s within 60s", id, l.GetExporter())
 	}
-	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, keepPower, dir, args, env...)
+	err = runHeld(ctx, "unix://"+sock, client.Options{Name: lc.Name()}, h, dir, args, env...)
 	if r := p.Reason(); r != "" {
 		fmt.Fprintln(os.Stderr, "jmp shell:", r)
 	}

@@ -52,7 +52,7 @@ func TestLeaseShellEnvAndClientDeleted(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- leaseShell(ctx, lc, lease.Request{Selector: "board=qemu", Duration: time.Minute}, "", false, false, []string{"sh", "-c", script})
+		done <- leaseShell(ctx, lc, lease.Request{Selector: "board=qemu", Duration: time.Minute}, "", false, held{}, []string{"sh", "-c", script})
 	}()
 
 	var env string

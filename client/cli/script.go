@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pogolab/pogo/drivers/console/expect"
 )
 
 // Script runs the lines of in on a console shell whose prompt ends with
@@ -29,10 +31,23 @@ func Script(ctx context.Context, sh io.ReadWriter, prompt string, in io.Reader, 
 	if prompt == "" {
 		return errors.New("script: the shell did not say what its prompt is")
 	}
-	r := newShellReader(sh)
+	e := expect.New(sh)
+	// What the shell prints goes to out as it comes, without the cursor
+	// position requests busybox sends behind its prompt (nobody answers
+	// them here).
+	show := &cprStripper{w: out}
+	e.Tee(show)
+	all := func(ok func([]byte) bool) func([]byte) int {
+		return func(b []byte) int {
+			if ok(b) {
+				return len(b)
+			}
+			return -1
+		}
+	}
 	// The shell's output starts with its prompt.
-	if err := r.await(ctx, timeout, out, func(b []byte) bool { return promptEnds(b, prompt) }); err != nil {
-		return fmt.Errorf("script: waiting for the first prompt %q: %w", prompt, err)
+	if _, err := e.ExpectFunc(ctx, timeout, fmt.Sprintf("prompt %q", prompt), all(func(b []byte) bool { return promptEnds(b, prompt) })); err != nil {
+		return fmt.Errorf("script: waiting for the first prompt %q: %w", prompt, shellErr(err, timeout))
 	}
 	lines := bufio.NewReader(in)
 	for {
@@ -45,12 +60,12 @@ func Script(ctx context.Context, sh io.ReadWriter, prompt string, in io.Reader, 
 			// The echo of the line ends at its newline; the prompt is
 			// looked for after it, so a line mentioning the prompt cannot
 			// end the wait.
-			err := r.await(ctx, timeout, out, func(b []byte) bool {
+			_, err := e.ExpectFunc(ctx, timeout, fmt.Sprintf("prompt %q", prompt), all(func(b []byte) bool {
 				i := bytes.IndexByte(b, '\n')
 				return i >= 0 && (promptEnds(b[i+1:], prompt) || continuation(b[i+1:]))
-			})
+			}))
 			if err != nil {
-				return fmt.Errorf("script: after %q: %w", line, err)
+				return fmt.Errorf("script: after %q: %w", line, shellErr(err, timeout))
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
@@ -60,14 +75,16 @@ func Script(ctx context.Context, sh io.ReadWriter, prompt string, in io.Reader, 
 			return fmt.Errorf("script: read input: %w", rerr)
 		}
 	}
-	// The transcript ends with the last prompt; close its line.
+	// The transcript ends with the last prompt; close its line. The status
+	// query is not shown.
+	e.Tee(nil)
 	fmt.Fprintln(out)
-	return r.status(ctx, sh, timeout)
+	return status(ctx, e, sh, timeout)
 }
 
 // status asks for $? behind a marker that only the shell's expansion can
 // produce (the echo of the command has "$?" where the digits go).
-func (r *shellReader) status(ctx context.Context, sh io.Writer, timeout time.Duration) error {
+func status(ctx context.Context, e *expect.Expecter, sh io.Writer, timeout time.Duration) error {
 	var nonce [6]byte
 	_, _ = rand.Read(nonce[:])
 	mark := "pogo-rc-" + hex.EncodeToString(nonce[:]) + "-"
@@ -75,22 +92,29 @@ func (r *shellReader) status(ctx context.Context, sh io.Writer, timeout time.Dur
 	if _, err := io.WriteString(sh, "echo "+mark+"$?\n"); err != nil {
 		return fmt.Errorf("script: ask for the exit status: %w", err)
 	}
-	var m [][]byte
-	err := r.await(ctx, timeout, io.Discard, func(b []byte) bool {
-		m = re.FindSubmatch(b)
-		return m != nil
-	})
+	_, m, err := e.ExpectRegexp(ctx, timeout, re)
 	if err != nil {
-		return fmt.Errorf("script: waiting for the exit status: %w", err)
+		return fmt.Errorf("script: waiting for the exit status: %w", shellErr(err, timeout))
 	}
 	if len(m[1]) == 0 {
 		return nil // a shell without $?
 	}
-	code, err := strconv.Atoi(string(m[1]))
+	code, err := strconv.Atoi(m[1])
 	if err != nil || code == 0 {
 		return nil
 	}
 	return &ExitError{Code: code}
+}
+
+// shellErr says what a failed wait means for a script.
+func shellErr(err error, timeout time.Duration) error {
+	switch {
+	case errors.Is(err, expect.ErrTimeout):
+		return fmt.Errorf("no prompt within %s: %w", timeout, err)
+	case errors.Is(err, expect.ErrClosed):
+		return fmt.Errorf("the shell ended: %w", err)
+	}
+	return err
 }
 
 // promptEnds says whether the shell's output ends with its prompt, after
@@ -116,69 +140,15 @@ func trimCSI(b []byte) []byte {
 	return b
 }
 
-// shellReader reads a shell in the background so waits can time out.
-type shellReader struct {
-	chunks chan []byte
-	err    error // set before chunks closes
-	seen   []byte
-	held   []byte // a cursor position request's start, not yet written
-}
-
-func newShellReader(r io.Reader) *shellReader {
-	s := &shellReader{chunks: make(chan []byte, 64)}
-	go func() {
-		defer close(s.chunks)
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := r.Read(buf)
-			if n > 0 {
-				s.chunks <- buf[:n]
-			}
-			if err != nil {
-				s.err = err
-				return
-			}
-		}
-	}()
-	return s
-}
-
-// await copies output to out until done holds for the output seen since
-// the previous await returned, which it then consumes. The cursor position
-// requests busybox sends behind its prompt are not copied: nobody answers
-// them here.
-func (s *shellReader) await(ctx context.Context, timeout time.Duration, out io.Writer, done func([]byte) bool) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		if done(s.seen) {
-			s.seen = s.seen[:0]
-			return nil
-		}
-		select {
-		case c, ok := <-s.chunks:
-			if !ok {
-				if s.err == nil || errors.Is(s.err, io.EOF) {
-					return errors.New("the shell ended")
-				}
-				return fmt.Errorf("the shell ended: %w", s.err)
-			}
-			if _, err := s.strip(out, c); err != nil {
-				return err
-			}
-			s.seen = append(s.seen, c...)
-		case <-t.C:
-			return fmt.Errorf("no prompt within %s (last output %q)", timeout, lastN(s.seen, 80))
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// strip writes c to out without cursor position requests, holding back
-// the start of one split across reads (consoles deliver bytes as they
+// cprStripper writes to w without cursor position requests, holding back
+// the start of one split across writes (consoles deliver bytes as they
 // come).
-func (s *shellReader) strip(out io.Writer, c []byte) (int, error) {
+type cprStripper struct {
+	w    io.Writer
+	held []byte
+}
+
+func (s *cprStripper) Write(c []byte) (int, error) {
 	b := bytes.ReplaceAll(append(s.held, c...), cpr, nil)
 	s.held = s.held[:0]
 	for k := len(cpr) - 1; k > 0; k-- {
@@ -188,14 +158,10 @@ func (s *shellReader) strip(out io.Writer, c []byte) (int, error) {
 			break
 		}
 	}
-	return out.Write(b)
+	if _, err := s.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(c), nil
 }
 
 var cpr = []byte("\x1b[6n")
-
-func lastN(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}

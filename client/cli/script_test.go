@@ -121,10 +121,10 @@ func TestPromptMatching(t *testing.T) {
 }
 
 func TestCursorQueriesStrippedAcrossReads(t *testing.T) {
-	var s shellReader
 	var out bytes.Buffer
+	s := cprStripper{w: &out}
 	for _, c := range []string{"/ # \x1b", "[6", "nls\r\n", "a\x1b[6n\x1b[6nb\x1b[", "1mc"} {
-		if _, err := s.strip(&out, []byte(c)); err != nil {
+		if _, err := s.Write([]byte(c)); err != nil {
 			t.Fatal(err)
 		}
 	}

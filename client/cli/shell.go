@@ -38,6 +38,7 @@ func Shell(local LocalExporter) *cobra.Command {
 	var (
 		cfgPath, addr, passphrase, fingerprint, ca string
 		insecure, keep                             bool
+		toState                                    string
 		selector, exporterName, leaseID, begin     string
 		duration                                   time.Duration
 		keepLease                                  bool
@@ -70,14 +71,14 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 					}
 					req.Begin = t
 				}
-				return shellLease(ctx, req, leaseID, keepLease, keep, args)
+				return shellLease(ctx, req, leaseID, keepLease, held{keep, toState}, args)
 			case cfgPath != "" && addr != "":
 				return errors.New("give either --exporter-config or --exporter, not both")
 			case cfgPath != "":
-				return shellLocal(ctx, local, cfgPath, keep, args)
+				return shellLocal(ctx, local, cfgPath, held{keep, toState}, args)
 			case addr != "":
 				opts := client.Options{Passphrase: passphrase, Fingerprint: fingerprint, CAFile: ca, Insecure: insecure}
-				return shellDirect(ctx, addr, opts, keep, args)
+				return shellDirect(ctx, addr, opts, held{keep, toState}, args)
 			}
 			return errors.New("say which exporter: -l SELECTOR (leased from the controller), --exporter-config FILE (local) or --exporter HOST:PORT (direct)")
 		},
@@ -90,6 +91,7 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 	f.StringVar(&ca, "ca", "", "CA certificate that signed the exporter's certificate")
 	f.BoolVar(&insecure, "insecure", false, "skip TLS verification (testing only)")
 	f.BoolVar(&keep, "keep-power", false, "leave the board as it is at exit instead of powering it off")
+	f.StringVarP(&toState, "state", "s", "", "take the board to this state (off, bootloader, flasher, os) before running the command")
 	f.StringVarP(&selector, "selector", "l", "", "lease an exporter matching this label selector (a=b,c!=d,e in (x,y),!f)")
 	f.StringVar(&exporterName, "name", "", "lease the exporter of this name")
 	f.StringVar(&leaseID, "lease", "", "use this existing lease (not released at exit)")
@@ -99,7 +101,14 @@ releasing the lease at exit unless --keep. When the command exits, the board is 
 	return cmd
 }
 
-func shellLocal(ctx context.Context, local LocalExporter, cfgPath string, keep bool, args []string) error {
+// held says how runHeld holds the exporter.
+type held struct {
+	keepPower bool
+	// state is where the board goes before the command runs ("": as is).
+	state string
+}
+
+func shellLocal(ctx context.Context, local LocalExporter, cfgPath string, h held, args []string) error {
 	dir, err := os.MkdirTemp("", "jmp-shell-")
 	if err != nil {
 		return err
@@ -110,32 +119,37 @@ func shellLocal(ctx context.Context, local LocalExporter, cfgPath string, keep b
 		return err
 	}
 	defer stop()
-	return runHeld(ctx, target, client.Options{}, keep, dir, args)
+	return runHeld(ctx, target, client.Options{}, h, dir, args)
 }
 
-func shellDirect(ctx context.Context, addr string, opts client.Options, keep bool, args []string) error {
+func shellDirect(ctx context.Context, addr string, opts client.Options, h held, args []string) error {
 	dir, err := os.MkdirTemp("", "jmp-shell-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	return runHeld(ctx, addr, opts, keep, dir, args)
+	return runHeld(ctx, addr, opts, h, dir, args)
 }
 
 // runHeld opens the session, runs the command with j on its PATH and env
 // added to its environment, and ends the session when the command exits.
-func runHeld(ctx context.Context, target string, opts client.Options, keep bool, dir string, args []string, env ...string) error {
+func runHeld(ctx context.Context, target string, opts client.Options, h held, dir string, args []string, env ...string) error {
 	c, err := client.Dial(ctx, target, opts)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	// Hooks of an exporter without a controller come on the session.
-	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: keep, OnHook: func(e *pb.HookEvent) { printHook(os.Stderr, e) }})
+	sess, err := c.Open(ctx, client.SessionOptions{KeepPower: h.keepPower, OnHook: func(e *pb.HookEvent) { printHook(os.Stderr, e) }})
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	if h.state != "" {
+		if err := reachState(ctx, c, h.state, os.Stderr); err != nil {
+			return fmt.Errorf("--state %s: %w", h.state, err)
+		}
+	}
 
 	bin := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {

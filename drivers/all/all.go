@@ -14,6 +14,8 @@ import (
 	_ "github.com/pogolab/pogo/drivers/power/ykush"
 	_ "github.com/pogolab/pogo/drivers/qemu"
 	_ "github.com/pogolab/pogo/drivers/serial"
+	_ "github.com/pogolab/pogo/drivers/state"
+	_ "github.com/pogolab/pogo/drivers/state/uboot"
 	_ "github.com/pogolab/pogo/drivers/storage"
 	_ "github.com/pogolab/pogo/drivers/tftp"
 )

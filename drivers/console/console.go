@@ -26,4 +26,8 @@ type AttachOptions struct {
 	Write bool
 	// Replay sends the scrollback before live output.
 	Replay bool
+	// Busy, for an exporter-side writer (a board-state transition), says
+	// why the console is taken; other writers are refused with it ("board
+	// busy: transition to os in progress"). Not sent over the wire.
+	Busy func() string
 }

@@ -120,9 +120,12 @@ func (h *Hub) Attach(_ context.Context, opts AttachOptions) (io.ReadWriteCloser,
 		return nil, fmt.Errorf("console: closed: %w", errdefs.ErrUnavailable)
 	}
 	if opts.Write && h.writer != nil {
+		if h.writer.busy != nil {
+			return nil, fmt.Errorf("%s: %w", h.writer.busy(), errdefs.ErrInUse)
+		}
 		return nil, fmt.Errorf("console: another client is attached as writer: %w", errdefs.ErrInUse)
 	}
-	a := &attachment{hub: h, write: opts.Write}
+	a := &attachment{hub: h, write: opts.Write, busy: opts.Busy}
 	a.cond = sync.NewCond(&a.mu)
 	if opts.Replay {
 		a.buf = h.scrollbackLocked()
@@ -182,6 +185,7 @@ func (h *Hub) write(p []byte) (int, error) {
 type attachment struct {
 	hub   *Hub
 	write bool
+	busy  func() string
 
 	mu   sync.Mutex
 	cond *sync.Cond

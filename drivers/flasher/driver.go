@@ -20,7 +20,10 @@ import (
 	"github.com/pogolab/pogo/drivers"
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/files"
+	"github.com/pogolab/pogo/drivers/http"
 	"github.com/pogolab/pogo/drivers/power"
+	"github.com/pogolab/pogo/drivers/state/uboot"
+	"github.com/pogolab/pogo/drivers/tftp"
 )
 
 func init() {
@@ -85,7 +88,10 @@ type Config struct {
 	// StreamListen is where the image stream server binds (default: the
 	// http server's address with a free port).
 	StreamListen string `yaml:"stream_listen"`
-	// Prompt is the bootloader prompt.
+	// The board-handling keys below configure the state machine the
+	// flasher builds when it has no state child (drivers/state/uboot,
+	// which has their defaults): the bootloader prompt, power-on to the
+	// prompt, dhcp, tftpboot, the flasher's boot to its shell.
 	Prompt string `yaml:"bootloader_prompt"`
 
 	UBootTimeout   time.Duration `yaml:"uboot_timeout"`
@@ -99,7 +105,7 @@ type Config struct {
 	// Retries is how many times a failed flash is tried again.
 	Retries      int           `yaml:"retries"`
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
-	// DHCPRetries is how many times dhcp is tried in U-Boot.
+	// DHCPRetries is how many times the state machine tries dhcp.
 	DHCPRetries int `yaml:"dhcp_retries"`
 }
 
@@ -109,21 +115,11 @@ func (c *Config) defaults() {
 			*d = v
 		}
 	}
-	def(&c.UBootTimeout, 60*time.Second)
-	def(&c.DHCPTimeout, 30*time.Second)
-	def(&c.TFTPTimeout, 5*time.Minute)
-	def(&c.BootTimeout, 3*time.Minute)
 	def(&c.CommandTimeout, time.Minute)
 	def(&c.FlashTimeout, 4*time.Hour)
 	def(&c.VerifyTimeout, time.Hour)
 	def(&c.CycleDelay, 2*time.Second)
 	def(&c.RetryBackoff, 5*time.Second)
-	if c.Prompt == "" {
-		c.Prompt = "=> "
-	}
-	if c.DHCPRetries == 0 {
-		c.DHCPRetries = 3
-	}
 	if c.CacheDir == "" {
 		c.CacheDir = bundles.DefaultCacheDir()
 	}
@@ -185,38 +181,31 @@ type fileServer interface {
 
 // Driver is a flasher.
 type Driver struct {
-	cfg     Config
-	path    string
-	log     *slog.Logger
-	console console.Attacher
+	cfg  Config
+	path string
+	log  *slog.Logger
+	// machine takes the board to its states; power is the machine's view
+	// of the board's power, which keeps its state right.
+	machine *uboot.Machine
 	power   power.Switcher
-	tftp    fileServer
 	http    fileServer
 	// streamHost is where the stream server binds; streamURLHost is the
 	// host (no port) boards use to reach it.
 	streamHost, streamURLHost string
-	owned                     []drivers.Driver
+	// owned are the servers and the state machine the driver created.
+	owned []drivers.Driver
 
 	// busy serializes operations; one board, one flash at a time.
 	busy sync.Mutex
-	// staged remembers what is on the TFTP server, to skip re-uploads.
-	stagedMu sync.Mutex
-	staged   map[string]string
 }
 
 var _ Programmer = (*Driver)(nil)
 
-// New builds a flasher from its node.
+// New builds a flasher from its node: a state child (a uboot node, by
+// ref) drives the board, or the flasher builds a state machine of its own
+// from its serial and power children and its config.
 func New(ctx context.Context, b *drivers.Build) (drivers.Driver, error) {
 	cfg, err := configOf(b)
-	if err != nil {
-		return nil, err
-	}
-	con, err := drivers.ChildAs[console.Attacher](b, "serial", "console")
-	if err != nil {
-		return nil, err
-	}
-	sw, err := drivers.ChildAs[power.Switcher](b, "power", "power")
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +213,7 @@ func New(ctx context.Context, b *drivers.Build) (drivers.Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Driver{cfg: cfg, path: b.Path, log: log, console: con, power: sw, staged: map[string]string{}}
+	d := &Driver{cfg: cfg, path: b.Path, log: log}
 	if err := d.servers(ctx, b); err != nil {
 		d.Close()
 		return nil, err
@@ -260,10 +249,35 @@ func checkChoices(b *bundle, cfg Config) error {
 	return nil
 }
 
-// servers takes the tftp and http children or creates them.
+// machineConfig is the state machine a flasher without a state child
+// builds: its timeouts and prompt are the flasher's keys.
+func machineConfig(cfg Config, sw power.Switcher) uboot.Config {
+	delay := cfg.CycleDelay
+	if _, native := sw.(power.Cycler); native && delay == 2*time.Second {
+		// The driver's own cycle knows its supply's off time.
+		delay = 0
+	}
+	return uboot.Config{
+		Prompt:            cfg.Prompt,
+		BootloaderTimeout: cfg.UBootTimeout,
+		CommandTimeout:    cfg.CommandTimeout,
+		DHCPTimeout:       cfg.DHCPTimeout,
+		DHCPRetries:       cfg.DHCPRetries,
+		TFTPTimeout:       cfg.TFTPTimeout,
+		FlasherTimeout:    cfg.BootTimeout,
+		CycleDelay:        delay,
+		CacheDir:          cfg.CacheDir,
+		// j storage state flasher boots the flasher's own bundle.
+		FlasherBundle: cfg.Bundle,
+		Variant:       cfg.Variant,
+	}
+}
+
+// servers takes the state machine, the tftp and http children or creates
+// them.
 func (d *Driver) servers(ctx context.Context, b *drivers.Build) error {
 	var boardNet networker
-	for _, name := range []string{"serial", "power"} {
+	for _, name := range []string{"serial", "power", "state"} {
 		if n, ok := b.Children[name].(networker); ok {
 			boardNet = n
 			break
@@ -273,34 +287,14 @@ func (d *Driver) servers(ctx context.Context, b *drivers.Build) error {
 	if boardNet != nil && hostAddr == "" {
 		_, hostAddr, tftpAddr = boardNet.Network()
 	}
-	// A virtual board reaches the host's loopback; a real one needs every
-	// interface.
-	httpListen := "0.0.0.0:0"
-	if boardNet != nil {
-		httpListen = "127.0.0.1:0"
+	stateDir := func(kind, key string) (string, error) {
+		if b.Host == nil || b.Host.StateDir == "" {
+			return "", drivers.FieldErr(key, "required: the exporter has no state directory to default to")
+		}
+		return filepath.Join(b.Host.StateDir, kind, b.Path), nil
 	}
-	need := func(kind, dir, key string, cfgText string) (fileServer, error) {
-		if _, ok := b.Children[kind]; ok {
-			return drivers.ChildAs[fileServer](b, kind, "files")
-		}
-		if hostAddr == "" {
-			return nil, drivers.FieldErr("server_address", "required to create the %s server (the node has no %s child and the board does not say its network)", kind, kind)
-		}
-		k, ok := drivers.Lookup(kind)
-		if !ok {
-			return nil, &drivers.ChildError{Name: kind, Msg: fmt.Sprintf("missing, and the %s kind is not built in to create it", kind)}
-		}
-		if dir == "" && (b.Host == nil || b.Host.StateDir == "") {
-			return nil, drivers.FieldErr(key, "required: the exporter has no state directory to default to")
-		}
-		if dir == "" {
-			dir = filepath.Join(b.Host.StateDir, kind, b.Path)
-		}
-		cfg, err := drivers.ConfigFromYAML(fmt.Sprintf(cfgText, yamlQuote(dir)))
-		if err != nil {
-			return nil, err
-		}
-		drv, err := drivers.New(ctx, k, &drivers.Build{Path: b.Path + "." + kind, Config: cfg, Log: d.log.With("part", kind), Host: b.Host})
+	// created reports a server the driver made, or the field to blame.
+	created := func(kind, key string, drv drivers.Driver, err error) (fileServer, error) {
 		if err != nil {
 			var fe *drivers.FieldError
 			if errors.As(err, &fe) {
@@ -309,23 +303,92 @@ func (d *Driver) servers(ctx context.Context, b *drivers.Build) error {
 			return nil, fmt.Errorf("create the %s server: %w", kind, err)
 		}
 		d.owned = append(d.owned, drv)
-		fs, ok := drv.(fileServer)
-		if !ok {
-			return nil, fmt.Errorf("the %s kind does not serve files", kind)
+		return drv.(fileServer), nil
+	}
+	needAddr := func(kind string) error {
+		if hostAddr == "" {
+			return drivers.FieldErr("server_address", "required to create the %s server (the node has no %s child and the board does not say its network)", kind, kind)
 		}
-		return fs, nil
+		return nil
 	}
-	var err error
-	// A virtual board's NIC keeps up with bursts: its server sends ahead.
-	tftpCfg := "root: %s\nadvertise: " + yamlQuote(tftpAddr) + "\n"
-	if boardNet != nil {
-		tftpCfg += "window: 8\n"
+
+	if _, ok := b.Children["state"]; ok {
+		m, err := drivers.ChildAs[*uboot.Machine](b, "state", "U-Boot board states (kind uboot)")
+		if err != nil {
+			return err
+		}
+		d.machine = m
+	} else {
+		con, err := drivers.ChildAs[console.Attacher](b, "serial", "console")
+		if err != nil {
+			return err
+		}
+		sw, err := drivers.ChildAs[power.Switcher](b, "power", "power")
+		if err != nil {
+			return err
+		}
+		var tftpSrv fileServer
+		if _, ok := b.Children["tftp"]; ok {
+			if tftpSrv, err = drivers.ChildAs[fileServer](b, "tftp", "files"); err != nil {
+				return err
+			}
+		} else {
+			if err := needAddr("tftp"); err != nil {
+				return err
+			}
+			root := d.cfg.TFTPDir
+			if root == "" {
+				if root, err = stateDir("tftp", "tftp_dir"); err != nil {
+					return err
+				}
+			}
+			tcfg := tftp.Config{Root: root, Advertise: tftpAddr}
+			if boardNet != nil {
+				// A virtual board's NIC keeps up with bursts: its server
+				// sends ahead.
+				tcfg.Window = 8
+			}
+			srv, err := tftp.StartFor(tcfg, b.Host, d.log.With("part", "tftp"))
+			if tftpSrv, err = created("tftp", "tftp_dir", srv, err); err != nil {
+				return err
+			}
+		}
+		m, err := uboot.Open(machineConfig(d.cfg, sw), uboot.Parts{Power: sw, Console: con, TFTP: tftpSrv, PowerPath: b.ChildPaths["power"]}, d.log.With("part", "state"))
+		if err != nil {
+			return err
+		}
+		d.machine = m
+		d.owned = append(d.owned, m)
 	}
-	if d.tftp, err = need("tftp", d.cfg.TFTPDir, "tftp_dir", tftpCfg); err != nil {
-		return err
-	}
-	if d.http, err = need("http", d.cfg.HTTPDir, "http_dir", "root: %s\nlisten: "+httpListen+"\nadvertise: "+yamlQuote("http://"+hostAddr)+"\n"); err != nil {
-		return err
+	d.power = d.machine.Power()
+
+	if _, ok := b.Children["http"]; ok {
+		h, err := drivers.ChildAs[fileServer](b, "http", "files")
+		if err != nil {
+			return err
+		}
+		d.http = h
+	} else {
+		if err := needAddr("http"); err != nil {
+			return err
+		}
+		root := d.cfg.HTTPDir
+		if root == "" {
+			var err error
+			if root, err = stateDir("http", "http_dir"); err != nil {
+				return err
+			}
+		}
+		// A virtual board reaches the host's loopback; a real one needs
+		// every interface.
+		listen := "0.0.0.0:0"
+		if boardNet != nil {
+			listen = "127.0.0.1:0"
+		}
+		srv, err := http.Start(http.Config{Root: root, Listen: listen, Advertise: "http://" + hostAddr}, d.log.With("part", "http"))
+		if d.http, err = created("http", "http_dir", srv, err); err != nil {
+			return err
+		}
 	}
 	// The stream server sits next to the http server, where the board
 	// already reaches the exporter.
@@ -348,13 +411,22 @@ func (d *Driver) servers(ctx context.Context, b *drivers.Build) error {
 	return nil
 }
 
-func yamlQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// Parts serves the state machine the flasher built as <path>.state.
+func (d *Driver) Parts() []drivers.Part {
+	for _, o := range d.owned {
+		if o == drivers.Driver(d.machine) {
+			return []drivers.Part{{Name: "state", Kind: "uboot", Driver: d.machine}}
+		}
+	}
+	return nil
+}
 
 // Description implements drivers.Describer.
 func (d *Driver) Description() string { return "flasher with bundle " + d.cfg.Bundle }
 
-// Reset powers the board off (the exporter calls it at session end).
-func (d *Driver) Reset(ctx context.Context) error { return d.power.Off(ctx) }
+// Reset powers the board off and clears its state machine's broken latch
+// (the exporter calls it at session end).
+func (d *Driver) Reset(ctx context.Context) error { return d.machine.Reset(ctx) }
 
 // Close closes the servers the driver created.
 func (d *Driver) Close() error {

@@ -18,6 +18,7 @@ import (
 	"github.com/pogolab/pogo/bundles/manifest"
 	"github.com/pogolab/pogo/drivers/console/expect"
 	"github.com/pogolab/pogo/drivers/flasher/image"
+	"github.com/pogolab/pogo/drivers/state"
 )
 
 // plan is a checked flash request.
@@ -248,14 +249,11 @@ var (
 
 // flashOnce is one attempt: boot the flasher, write, sync, verify.
 func (d *Driver) flashOnce(ctx context.Context, b *bundle, p *plan, src source, target manifest.Target, emit func(Event)) (Result, error) {
-	s, err := d.openSession(ctx, emit, p.opts.ConsoleDebug)
+	s, err := d.reach(ctx, state.Flasher, b, emit, p.opts.ConsoleDebug)
 	if err != nil {
 		return Result{}, err
 	}
 	defer s.close()
-	if err := d.bootFlasher(ctx, s, b, emit); err != nil {
-		return Result{}, err
-	}
 	prompt := shellPrompt(b)
 	sh := func(timeout time.Duration, cmd string) (string, int, error) {
 		return s.run(ctx, timeout, cmd, prompt)
@@ -650,13 +648,17 @@ var watchRe = regexp.MustCompile(`pogo-read=(\d+)|pogo-rc=(\d+)`)
 // runWatch is session.run for a command that prints progress markers
 // (pogo-read=N) while it runs: each is passed to progress as it arrives.
 func (s *session) runWatch(ctx context.Context, timeout time.Duration, cmd, prompt string, progress func(int64)) (string, int, error) {
-	if err := s.e.SendLine(cmd + "; echo pogo-rc=$?"); err != nil {
+	return runWatch(ctx, s.us.Expecter(), timeout, cmd, prompt, progress)
+}
+
+func runWatch(ctx context.Context, e *expect.Expecter, timeout time.Duration, cmd, prompt string, progress func(int64)) (string, int, error) {
+	if err := e.SendLine(cmd + "; echo pogo-rc=$?"); err != nil {
 		return "", -1, err
 	}
 	deadline := time.Now().Add(timeout)
 	var out strings.Builder
 	for {
-		before, m, err := s.e.ExpectRegexp(ctx, time.Until(deadline), watchRe)
+		before, m, err := e.ExpectRegexp(ctx, time.Until(deadline), watchRe)
 		out.WriteString(before)
 		if err != nil {
 			if errors.Is(err, expect.ErrTimeout) {
@@ -670,7 +672,7 @@ func (s *session) runWatch(ctx context.Context, timeout time.Duration, cmd, prom
 			continue
 		}
 		rc, _ := strconv.Atoi(m[2])
-		if _, err := s.e.Expect(ctx, 10*time.Second, prompt); err != nil {
+		if _, err := e.Expect(ctx, 10*time.Second, prompt); err != nil {
 			return out.String(), rc, fmt.Errorf("%q: no prompt afterwards: %w", cmd, err)
 		}
 		text := out.String()

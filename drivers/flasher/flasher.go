@@ -1,8 +1,9 @@
 // Package flasher is the flasher capability and its driver (kind
 // flasher): it writes OS images to a board's storage through the board
-// itself. The driver stages a flasher bundle's kernel and initramfs on the
-// TFTP server, power cycles the board, stops U-Boot, tftpboots the flasher,
-// logs in to its busybox shell and has it fetch the image from an HTTP
+// itself. The driver asks the board's state machine (drivers/state/uboot:
+// its state child, or one it builds from its own config) for the flasher
+// state, the bundle's kernel and initramfs netbooted to its busybox shell,
+// and then only flashes: it has the shell fetch the image from an HTTP
 // stream served by the exporter. Decompression, the sha256 check and bmap
 // range selection happen once, on the exporter, while streaming; the board
 // reads the target back to verify what it wrote.
@@ -119,8 +120,10 @@ type Result struct {
 
 // Phases of a flash, in order.
 const (
-	PhaseImage      = "image"
-	PhaseBundle     = "bundle"
+	PhaseImage  = "image"
+	PhaseBundle = "bundle"
+	// PhaseState reports a board state reached on the way.
+	PhaseState      = "state"
 	PhasePower      = "power"
 	PhaseBootloader = "bootloader"
 	PhaseDHCP       = "dhcp"

@@ -282,14 +282,14 @@ func TestRunWatchReportsProgress(t *testing.T) {
 	outR, outW := io.Pipe()
 	defer outW.Close()
 	defer inR.Close()
-	s := &session{e: expect.New(struct {
+	e := expect.New(struct {
 		io.Reader
 		io.Writer
-	}{outR, inW})}
+	}{outR, inW})
 	go fakeShell{inR, outW}.run("pogo-read=16777216\r\n", "pogo-read=33554432\r\n",
 		strings.Repeat("ab", 32)+"  -\r\n", "pogo-read=40000000\r\n", "pogo-rc=0\r\n# ")
 	var seen []int64
-	out, rc, err := s.runWatch(context.Background(), 5*time.Second, "wget -q -O - http://h/verify.sh | sh", "# ", func(n int64) { seen = append(seen, n) })
+	out, rc, err := runWatch(context.Background(), e, 5*time.Second, "wget -q -O - http://h/verify.sh | sh", "# ", func(n int64) { seen = append(seen, n) })
 	if err != nil || rc != 0 {
 		t.Fatalf("rc %d, err %v", rc, err)
 	}

@@ -5,14 +5,18 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/pogolab/pogo/drivers/state"
 )
 
-// BootloaderShell implements Programmer.
+// BootloaderShell implements Programmer: the board's bootloader state,
+// with its console handed over.
 func (d *Driver) BootloaderShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return d.shell(ctx, opts, events, false)
 }
 
-// BusyboxShell implements Programmer.
+// BusyboxShell implements Programmer: the board's flasher state, with its
+// console handed over.
 func (d *Driver) BusyboxShell(ctx context.Context, opts ShellOptions, events func(Event)) (Shell, error) {
 	return d.shell(ctx, opts, events, true)
 }
@@ -23,43 +27,30 @@ func (d *Driver) shell(ctx context.Context, opts ShellOptions, events func(Event
 	if err != nil {
 		return nil, err
 	}
-	ref := d.cfg.Bundle
-	if opts.Bundle != "" {
-		ref = opts.Bundle
-	}
-	b, err := d.loadBundle(ctx, ref)
-	if err != nil {
-		unlock()
-		return nil, &stepErr{PhaseBundle, err}
-	}
-	s, err := d.openSession(ctx, emit, opts.ConsoleDebug)
-	if err != nil {
-		unlock()
-		return nil, err
-	}
-	sh := &shellConn{d: d, s: s, unlock: unlock}
-	defer func() {
-		if err != nil {
-			sh.Close()
-		}
-	}()
-	prompt := d.cfg.Prompt
+	target := state.Bootloader
+	var b *bundle
 	if busybox {
-		if err := d.bootFlasher(ctx, s, b, emit); err != nil {
-			return nil, err
+		target = state.Flasher
+		ref := d.cfg.Bundle
+		if opts.Bundle != "" {
+			ref = opts.Bundle
 		}
-		prompt = shellPrompt(b)
-	} else if _, _, err := d.toBootloader(ctx, s, b, emit); err != nil {
+		if b, err = d.loadBundle(ctx, ref); err != nil {
+			unlock()
+			return nil, &stepErr{PhaseBundle, err}
+		}
+	}
+	s, err := d.reach(ctx, target, b, emit, opts.ConsoleDebug)
+	if err != nil {
+		unlock()
 		return nil, err
 	}
-	sh.prompt = prompt
+	sh := &shellConn{d: d, s: s, unlock: unlock, prompt: s.us.Prompt()}
 	// The console output from now on goes to the shell's reader; the
-	// prompt the flasher consumed is shown first.
+	// prompt the state machine consumed is shown first.
 	sh.out = newBufPipe()
-	s.mu.Lock()
-	s.debug = false
-	s.mu.Unlock()
-	s.handOver(sh.out, prompt)
+	s.us.StopConsole()
+	s.us.HandOver(sh.out, sh.prompt)
 	return sh, nil
 }
 
@@ -75,7 +66,7 @@ type shellConn struct {
 }
 
 func (c *shellConn) Read(p []byte) (int, error)  { return c.out.Read(p) }
-func (c *shellConn) Write(p []byte) (int, error) { return c.s.att.Write(p) }
+func (c *shellConn) Write(p []byte) (int, error) { return c.s.us.Write(p) }
 
 // Prompt implements Shell.
 func (c *shellConn) Prompt() string { return c.prompt }

@@ -76,6 +76,16 @@ func New(_ context.Context, b *drivers.Build) (drivers.Driver, error) {
 		}
 		cfg.Root = filepath.Join(b.Host.StateDir, "http", b.Path)
 	}
+	return Start(cfg, b.Log)
+}
+
+// Start serves cfg.Root (required) until the driver is closed: what New
+// does for a node, for a driver that needs a server of its own (the
+// flasher).
+func Start(cfg Config, log *slog.Logger) (*Driver, error) {
+	if cfg.Root == "" {
+		return nil, drivers.FieldErr("root", "required")
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -90,7 +100,6 @@ func New(_ context.Context, b *drivers.Build) (drivers.Driver, error) {
 		}
 		adv = u
 	}
-	log := b.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

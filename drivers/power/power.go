@@ -8,6 +8,7 @@ package power
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -71,4 +72,48 @@ func OffWaitOn(ctx context.Context, off, on func(context.Context) error, delay t
 	case <-t.C:
 	}
 	return on(ctx)
+}
+
+// Op is a power call made through the exporter's power service.
+type Op string
+
+const (
+	OpOn    Op = "on"
+	OpOff   Op = "off"
+	OpCycle Op = "cycle"
+)
+
+var (
+	wmu      sync.Mutex
+	watchers = map[*func(string, Op)]struct{}{}
+)
+
+// Watch calls f with the tree path and the call after every successful
+// power call made through the exporter's power service (a user's `j board
+// power off`), so a driver that keeps state about a board
+// (drivers/state/uboot) learns the board was switched behind its back.
+// Calls drivers make on a switcher themselves are not reported. stop ends
+// the watch.
+func Watch(f func(path string, op Op)) (stop func()) {
+	wmu.Lock()
+	defer wmu.Unlock()
+	p := &f
+	watchers[p] = struct{}{}
+	return func() {
+		wmu.Lock()
+		defer wmu.Unlock()
+		delete(watchers, p)
+	}
+}
+
+func notify(path string, op Op) {
+	wmu.Lock()
+	var fs []func(string, Op)
+	for f := range watchers {
+		fs = append(fs, *f)
+	}
+	wmu.Unlock()
+	for _, f := range fs {
+		f(path, op)
+	}
 }

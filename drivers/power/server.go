@@ -26,40 +26,40 @@ type server struct {
 	r drivers.Resolver
 }
 
-func (s *server) switcher(ctx context.Context) (Switcher, error) {
-	return drivers.ResolveAs[Switcher](ctx, s.r, "power")
-}
-
 func (s *server) On(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
-	return s.do(ctx, func(sw Switcher) error { return sw.On(ctx) })
+	return s.do(ctx, func(sw Switcher, path string) error { return notified(path, OpOn, sw.On(ctx)) })
 }
 
 func (s *server) Off(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
-	return s.do(ctx, func(sw Switcher) error { return sw.Off(ctx) })
+	return s.do(ctx, func(sw Switcher, path string) error { return notified(path, OpOff, sw.Off(ctx)) })
 }
 
 func (s *server) Cycle(ctx context.Context, req *pb.CycleRequest) (*pb.PowerResponse, error) {
 	delay := req.GetDelay().AsDuration()
-	return s.do(ctx, func(sw Switcher) error {
+	return s.do(ctx, func(sw Switcher, path string) error {
 		if delay == 0 {
 			if _, native := sw.(Cycler); !native {
 				delay = DefaultCycleDelay
 			}
 		}
-		return Cycle(ctx, sw, delay)
+		return notified(path, OpCycle, Cycle(ctx, sw, delay))
 	})
 }
 
 func (s *server) Status(ctx context.Context, _ *pb.PowerRequest) (*pb.PowerResponse, error) {
-	return s.do(ctx, func(Switcher) error { return nil })
+	return s.do(ctx, func(Switcher, string) error { return nil })
 }
 
-func (s *server) do(ctx context.Context, f func(Switcher) error) (*pb.PowerResponse, error) {
-	sw, err := s.switcher(ctx)
+func (s *server) do(ctx context.Context, f func(sw Switcher, path string) error) (*pb.PowerResponse, error) {
+	sw, err := drivers.ResolveAs[Switcher](ctx, s.r, "power")
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	if err := f(sw); err != nil {
+	_, path, err := s.r.Resolve(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := f(sw, path); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
 	st := Unknown
@@ -69,6 +69,14 @@ func (s *server) do(ctx context.Context, f func(Switcher) error) (*pb.PowerRespo
 		}
 	}
 	return &pb.PowerResponse{State: toPB(st)}, nil
+}
+
+// notified tells the watchers about a call that succeeded.
+func notified(path string, op Op, err error) error {
+	if err == nil {
+		notify(path, op)
+	}
+	return err
 }
 
 func toPB(s State) pb.PowerState {

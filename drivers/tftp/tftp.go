@@ -148,6 +148,16 @@ func Start(cfg Config, log *slog.Logger) (*Driver, error) {
 	return start(cfg, nil, log)
 }
 
+// StartFor serves cfg.Root for a driver of an exporter (the flasher's own
+// server when its node has no tftp child), sharing the host's port through
+// host's registry.
+func StartFor(cfg Config, host *drivers.Host, log *slog.Logger) (*Driver, error) {
+	if cfg.Root == "" {
+		return nil, drivers.FieldErr("root", "required")
+	}
+	return start(cfg, host, log)
+}
+
 func start(cfg Config, host *drivers.Host, log *slog.Logger) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -33,6 +33,7 @@ import (
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/files"
 	"github.com/pogolab/pogo/drivers/power"
+	"github.com/pogolab/pogo/drivers/state"
 	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/exporter"
 	"github.com/pogolab/pogo/exporter/config"
@@ -58,6 +59,8 @@ type Paths struct {
 	Power, Console, Storage string
 	// TFTP and HTTP are the file servers the board boots from.
 	TFTP, HTTP string
+	// State is the board's state machine (off, bootloader, flasher, os).
+	State string
 }
 
 // Board is a held exporter and its board's parts.
@@ -67,6 +70,10 @@ type Board struct {
 	// Local tells the exporter runs in this process, so host-side checks
 	// (processes, files) see what it does.
 	Local bool
+	// Target is the exporter's address, for a second client on the same
+	// session (client.Dial(ctx, b.Target, client.Options{Session:
+	// b.Client.Token()})).
+	Target string
 
 	closers []func() error
 }
@@ -94,6 +101,7 @@ func Open(ctx context.Context, opts Options) (*Board, error) {
 			return nil, err
 		}
 		b.Client = c
+		b.Target = os.Getenv(rpcmeta.EnvHost)
 		b.closers = append(b.closers, c.Close)
 	} else if err := b.serve(ctx, opts); err != nil {
 		b.Close()
@@ -164,7 +172,7 @@ func (b *Board) serve(ctx context.Context, opts Options) error {
 		return err
 	}
 	b.closers = append(b.closers, sess.Close)
-	b.Client, b.Local = c, true
+	b.Client, b.Local, b.Target = c, true, "unix://"+l.Addr().String()
 	return nil
 }
 
@@ -223,6 +231,13 @@ func (b *Board) discover(ctx context.Context) error {
 		return fmt.Errorf("exporter %s has no board (a node with power and console; set %s): drivers %s", rep.GetName(), EnvBoard, strings.Join(all, ", "))
 	}
 	b.Paths = Paths{Power: find(root, "power"), Console: find(root, "console"), Storage: find(root, "storage")}
+	// The board's states: a uboot node of its own, else the one a flasher
+	// built (<flasher>.state).
+	for _, n := range rep.GetDrivers() {
+		if b.Paths.State == "" && serves(n.GetPath(), "state") {
+			b.Paths.State = n.GetPath()
+		}
+	}
 	for _, n := range rep.GetDrivers() {
 		switch {
 		case n.GetKind() == "tftp" && b.Paths.TFTP == "":
@@ -253,6 +268,27 @@ func (b *Board) Console() *console.Client { return b.Client.Console(b.Paths.Cons
 
 // Storage is the board's disk.
 func (b *Board) Storage() *storage.Client { return storage.NewClient(b.Client.Conn(), b.Paths.Storage) }
+
+// State is the board's state machine.
+func (b *Board) State() *state.Client { return state.NewClient(b.Client.Conn(), b.Paths.State) }
+
+// InState takes the board to target (off, bootloader, flasher, os) and
+// returns the states the transition walked: what a suite's BeforeEach
+// asks for instead of scripting the board. The console is free again
+// when it returns.
+func (b *Board) InState(ctx context.Context, target string) ([]string, error) {
+	if b.Paths.State == "" {
+		return nil, fmt.Errorf("the exporter has no board states (no driver serves state)")
+	}
+	var events []state.Event
+	err := b.State().Transition(ctx, target, func(e state.Event) {
+		events = append(events, e)
+		if e.Reached != "" {
+			fmt.Fprintf(ginkgo.GinkgoWriter, "board state: %s\n", e.Reached)
+		}
+	})
+	return state.Walked(events), err
+}
 
 // TFTP is the TFTP server the board boots from.
 func (b *Board) TFTP() *files.Client { return files.NewClient(b.Client.Conn(), b.Paths.TFTP) }

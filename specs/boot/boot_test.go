@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,29 +42,56 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 // session is one spec's board with its console under expect.
 type session struct {
 	*board.Board
+	a io.Closer
 	e *expect.Expecter
 }
 
-// open gets the board, powered off, with the console attached as writer
-// before anything runs so no output is missed.
+// open gets the board, powered off. The console is attached (as writer,
+// so no output is missed) by attach, once the board is in the state the
+// spec needs.
 func open(ctx SpecContext) *session {
 	b, err := board.Get(ctx)
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(b.Close)
 	Expect(b.Power().Off(ctx)).To(Succeed())
-	a, err := b.Console().Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true})
-	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(a.Close)
-	s := &session{Board: b, e: expect.New(a)}
+	s := &session{Board: b}
 	// On failure the console transcript tells what the board did.
 	DeferCleanup(func() {
-		if CurrentSpecReport().Failed() {
+		if CurrentSpecReport().Failed() && s.e != nil {
 			AddReportEntry("console", string(s.e.Transcript()))
 		}
 	})
 	// Power off whatever happens (the exporter does as well on Close).
 	DeferCleanup(func(ctx SpecContext) { _ = b.Power().Off(ctx) }, NodeTimeout(30*time.Second))
 	return s
+}
+
+// attach takes the console as writer (replaying the scrollback when
+// asked) until detach.
+func (s *session) attach(ctx context.Context, replay bool) {
+	GinkgoHelper()
+	a, err := s.Console().Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true, Replay: replay})
+	Expect(err).NotTo(HaveOccurred())
+	s.a = a
+	s.e = expect.New(a)
+	DeferCleanup(a.Close)
+}
+
+// detach frees the console for a state transition.
+func (s *session) detach() {
+	GinkgoHelper()
+	Expect(s.a.Close()).To(Succeed())
+}
+
+// inState takes the board to target through its states and checks the
+// chain it walked ended there.
+func (s *session) inState(ctx context.Context, target string) []string {
+	GinkgoHelper()
+	walked, err := s.InState(ctx, target)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(walked).NotTo(BeEmpty())
+	Expect(walked[len(walked)-1]).To(Equal(target))
+	return walked
 }
 
 func (s *session) expect(ctx context.Context, timeout time.Duration, literal string) string {
@@ -80,10 +108,11 @@ func (s *session) uboot(ctx context.Context, timeout time.Duration, cmd string) 
 	return out
 }
 
+// powerOnToPrompt takes the board to its U-Boot prompt and attaches.
 func (s *session) powerOnToPrompt(ctx context.Context) {
 	GinkgoHelper()
-	Expect(s.Power().On(ctx)).To(Succeed())
-	Expect(board.StopAutoboot(ctx, s.e, 60*time.Second)).To(Succeed())
+	s.inState(ctx, "bootloader")
+	s.attach(ctx, false)
 }
 
 func (s *session) diskPath(ctx context.Context) string {
@@ -148,8 +177,13 @@ var _ = Describe("The virtual board", Label("qemu", "boot"), func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(n).To(Equal(int64(len(img))))
 
-		Expect(s.Power().On(ctx)).To(Succeed())
-		s.expect(ctx, 120*time.Second, "pogo demo OS version "+version)
+		Expect(s.inState(ctx, "os")).To(Equal([]string{"off", "os"}), "U-Boot booted the OS by itself")
+		// The banner is in the scrollback; the shell answers.
+		s.attach(ctx, true)
+		s.expect(ctx, 5*time.Second, "pogo demo OS version "+version)
+		Expect(s.e.SendLine("cat /etc/pogo/version")).To(Succeed())
+		s.expect(ctx, 10*time.Second, "cat /etc/pogo/version")
+		s.expect(ctx, 10*time.Second, version)
 	}, SpecTimeout(3*time.Minute))
 
 	It("comes back to U-Boot after a power cut mid-boot, its disk intact", func(ctx SpecContext) {
@@ -169,9 +203,11 @@ var _ = Describe("The virtual board", Label("qemu", "boot"), func() {
 
 		// Pull the plug while the kernel boots, then power on again.
 		Expect(s.Power().Off(ctx)).To(Succeed())
-		Expect(s.Power().On(ctx)).To(Succeed())
-		s.expect(ctx, 30*time.Second, "U-Boot 2023.01")
-		Expect(board.StopAutoboot(ctx, s.e, 60*time.Second)).To(Succeed())
+		st, err := s.State().Get(ctx)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(st.State).To(Equal("off"), "a power-off through the exporter is seen by the board's states")
+		s.detach()
+		s.inState(ctx, "bootloader")
 		Expect(s.Power().Off(ctx)).To(Succeed())
 
 		var disk bytes.Buffer

@@ -186,10 +186,15 @@ func readDisk(ctx context.Context, b *board.Board, n int64) []byte {
 	return buf.Bytes()
 }
 
-// bootsDemo powers the board on and waits for the flashed OS's banner.
+// bootsDemo takes the board to its OS (board.InState) and checks the
+// flashed OS's banner on the way.
 func bootsDemo(ctx context.Context, b *board.Board) {
 	GinkgoHelper()
-	a, err := b.Console().Attach(context.WithoutCancel(ctx), console.AttachOptions{Write: true})
+	DeferCleanup(func(ctx SpecContext) { _ = b.Power().Off(ctx) }, NodeTimeout(30*time.Second))
+	walked, err := b.InState(ctx, "os")
+	Expect(err).NotTo(HaveOccurred(), "the flashed OS did not boot")
+	Expect(walked).To(HaveLen(2))
+	a, err := b.Console().Attach(context.WithoutCancel(ctx), console.AttachOptions{Replay: true})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(a.Close)
 	e := expect.New(a)
@@ -198,10 +203,8 @@ func bootsDemo(ctx context.Context, b *board.Board) {
 			AddReportEntry("console", e.Transcript())
 		}
 	})
-	Expect(b.Power().On(ctx)).To(Succeed())
-	DeferCleanup(func(ctx SpecContext) { _ = b.Power().Off(ctx) }, NodeTimeout(30*time.Second))
-	_, err = e.Expect(ctx, 90*time.Second, "pogo demo OS version "+lab.version)
-	Expect(err).NotTo(HaveOccurred(), "the flashed OS did not boot")
+	_, err = e.Expect(ctx, 10*time.Second, "pogo demo OS version "+lab.version)
+	Expect(err).NotTo(HaveOccurred(), "the flashed OS's banner")
 }
 
 func noQEMU(disk string) {

@@ -18,6 +18,9 @@ import (
 // ErrTimeout is wrapped by every Expect that runs out of time.
 var ErrTimeout = errors.New("timed out")
 
+// ErrClosed is wrapped by every Expect whose console ended first.
+var ErrClosed = errors.New("console closed")
+
 // Expecter reads a console in the background and matches against what
 // has not been consumed yet.
 type Expecter struct {
@@ -118,6 +121,23 @@ func (e *Expecter) ExpectRegexp(ctx context.Context, timeout time.Duration, re *
 	})
 }
 
+// ExpectFunc waits for match to accept what has been read and not yet
+// consumed, and returns that text up to the end match gives (the rest
+// stays pending). match returns -1 while it waits for more; what names the
+// wait in errors. It is how a caller waits for something a literal or a
+// regexp cannot say: a prompt at the very end of the output, after a
+// command's echo (cli.Script).
+func (e *Expecter) ExpectFunc(ctx context.Context, timeout time.Duration, what string, match func(pending []byte) (end int)) (string, error) {
+	before, _, err := e.wait(ctx, timeout, what, func(b []byte) (int, int, []string) {
+		end := match(b)
+		if end < 0 {
+			return -1, -1, nil
+		}
+		return end, end, nil
+	})
+	return before, err
+}
+
 // ExpectAny waits for the first of several literals and returns its index.
 func (e *Expecter) ExpectAny(ctx context.Context, timeout time.Duration, literals ...string) (int, string, error) {
 	quoted := make([]string, len(literals))
@@ -155,7 +175,7 @@ func (e *Expecter) wait(ctx context.Context, timeout time.Duration, what string,
 			return before, m, nil
 		}
 		if e.err != nil {
-			return string(e.pending), nil, fmt.Errorf("expect %s: console closed: %w", what, e.err)
+			return string(e.pending), nil, fmt.Errorf("expect %s: %w: %w", what, ErrClosed, e.err)
 		}
 		if err := ctx.Err(); err != nil {
 			tail := lastLines(string(e.pending), 3)

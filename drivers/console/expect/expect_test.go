@@ -97,3 +97,27 @@ func TestRestHandsOverWhatWasNotMatched(t *testing.T) {
 		t.Fatalf("second Rest = %q, want nothing", got)
 	}
 }
+
+func TestExpectFuncMatchesOnlyAtTheEnd(t *testing.T) {
+	e, out, _ := newPair()
+	ctx := context.Background()
+	atEnd := func(b []byte) int {
+		if strings.HasSuffix(string(b), "# ") {
+			return len(b)
+		}
+		return -1
+	}
+	go io.WriteString(out, "echo '# '\r\n# x\r\n")
+	if _, err := e.ExpectFunc(ctx, 200*time.Millisecond, "prompt", atEnd); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a prompt in the middle matched: %v", err)
+	}
+	go io.WriteString(out, "/ # ")
+	got, err := e.ExpectFunc(ctx, time.Second, "prompt", atEnd)
+	if err != nil || got != "echo '# '\r\n# x\r\n/ # " {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	out.Close()
+	if _, err := e.ExpectFunc(ctx, time.Second, "prompt", atEnd); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after close: %v, want ErrClosed", err)
+	}
+}
