@@ -197,10 +197,12 @@ func (l *directLab) boot(ctx context.Context, step func(context.Context, *expect
 		return 0, err
 	}
 	defer tty.Close()
-	raw := func(fd uintptr) { _, err = term.MakeRaw(int(fd)) }
-	if cerr := controlFD(tty, raw); cerr != nil || err != nil {
+	// Fd puts the tty in blocking mode: the Expecter's reads wait in the
+	// kernel, as the serial driver's do, not in Go's poller. They end when
+	// QEMU dies and the master end closes.
+	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
 		master.Close()
-		return 0, errors.Join(cerr, err)
+		return 0, err
 	}
 	bin, args, err := qemu.Command(l.qemu, l.dir, l.name, filepath.Join(l.dir, "qmp.sock"))
 	if err != nil {
@@ -226,16 +228,6 @@ func (l *directLab) boot(ctx context.Context, step func(context.Context, *expect
 		return d, fmt.Errorf("%w (qemu: %s)\nconsole:\n%s", err, strings.TrimSpace(stderr.String()), e.Transcript())
 	}
 	return d, nil
-}
-
-// controlFD runs f on the file's descriptor without putting it in
-// blocking mode (as File.Fd would), so Close still ends a pending Read.
-func controlFD(f *os.File, fn func(uintptr)) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	return rc.Control(fn)
 }
 
 // ToBootloader is the direct figure for power-on → U-Boot prompt.
