@@ -205,6 +205,7 @@ func BenchmarkPowerOnToOS(b *testing.B) {
 	_, err = bd.Storage().Write(ctx, bytes.NewReader(img), storage.WriteOptions{Size: int64(len(img)), Truncate: true})
 	must(b, err)
 	lab := newDirectLab(b)
+	must(b, lab.InstallOS(img))
 	step := func(ctx context.Context, e *expect.Expecter) error { return untilOS(ctx, e, version) }
 	var pogo, direct []time.Duration
 	for i := 0; i < b.N; i++ {
@@ -213,7 +214,7 @@ func BenchmarkPowerOnToOS(b *testing.B) {
 			must(b, err)
 			pogo = append(pogo, d)
 
-			d, err = lab.ToOS(ctx, img, version)
+			d, err = lab.ToOS(ctx, version)
 			must(b, err)
 			direct = append(direct, d)
 		}

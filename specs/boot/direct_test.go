@@ -174,8 +174,9 @@ func newDirectLab(tb testing.TB) *directLab {
 	return l
 }
 
-// writeDisk puts img at the start of the board's disk (untimed set-up).
-func (l *directLab) writeDisk(img []byte) error {
+// InstallOS puts img at the start of the board's disk, as a storage
+// write does (untimed set-up, once: the demo OS leaves its disk alone).
+func (l *directLab) InstallOS(img []byte) error {
 	f, err := os.OpenFile(l.qemu.Disk, os.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -184,7 +185,8 @@ func (l *directLab) writeDisk(img []byte) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	// On disk before QEMU runs, so no writeback competes with a boot.
+	return errors.Join(f.Sync(), f.Close())
 }
 
 // boot starts QEMU by hand with the qemu driver's command line, runs step
@@ -240,12 +242,9 @@ func (l *directLab) ToFlasher(ctx context.Context, fb flasherBoot) (time.Duratio
 	return l.boot(ctx, func(ctx context.Context, e *expect.Expecter) error { return untilFlasher(ctx, e, fb) })
 }
 
-// ToOS is the direct figure for power-on → the OS on the disk answering
-// at its shell; img is written to the disk first, untimed.
-func (l *directLab) ToOS(ctx context.Context, img []byte, version string) (time.Duration, error) {
-	if err := l.writeDisk(img); err != nil {
-		return 0, err
-	}
+// ToOS is the direct figure for power-on → the OS on the disk (see
+// InstallOS) answering at its shell.
+func (l *directLab) ToOS(ctx context.Context, version string) (time.Duration, error) {
 	return l.boot(ctx, func(ctx context.Context, e *expect.Expecter) error { return untilOS(ctx, e, version) })
 }
 
