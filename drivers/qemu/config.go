@@ -271,9 +271,18 @@ func isPort(s string) bool {
 	return err == nil && n > 0 && n < 65536
 }
 
-// args is QEMU's command line for s, with the QMP socket at qmp. The
-// board starts paused (-S) so the console is attached before the first
-// instruction runs.
+// uartFD is the descriptor QEMU inherits the UART's pty master on (the
+// first of exec.Cmd's ExtraFiles).
+const uartFD = 3
+
+// args is QEMU's command line for s, with the QMP socket at qmp and the
+// UART on the pty master QEMU inherits as descriptor uartFD.
+//
+// The pty is the driver's, not one QEMU creates (-chardev pty): its tty
+// end is open and read before QEMU starts, so the console has the first
+// instruction's output without starting paused, and QEMU reads input at
+// once. QEMU's own pty backend only notices a reader on its once-a-second
+// reconnect timer and until then leaves the keys typed unread.
 func (s *setup) args(qmp, name string) []string {
 	a := []string{
 		"-name", name,
@@ -297,10 +306,26 @@ func (s *setup) args(qmp, name string) []string {
 		"-device", "virtio-net-"+s.arch.bus+",netdev=net0",
 		"-drive", "if=none,id=disk0,format=raw,file="+s.disk,
 		"-device", "virtio-blk-"+s.arch.bus+",drive=disk0",
-		"-chardev", "pty,id=uart0",
+		// A tty chardev on the inherited fd (through an fd set, as QEMU
+		// opens nothing else by number): raw mode, no reconnect polling.
+		"-add-fd", "fd="+strconv.Itoa(uartFD)+",set=1,opaque=uart0",
+		"-chardev", "serial,id=uart0,path=/dev/fdset/1",
 		"-serial", "chardev:uart0",
 		"-qmp", "unix:"+qmp+",server=on,wait=off",
-		"-S",
 	)
 	return append(a, s.extra...)
+}
+
+// Command returns the emulator and the command line the driver runs for
+// c, its disk resolved against stateDir and name as New does: for
+// starting the same machine by hand (the specs' baselines). The process
+// must inherit the master end of a pty as its first extra file
+// (exec.Cmd.ExtraFiles[0]); the pty's tty end is then the UART. QMP
+// listens on the socket at qmp.
+func Command(c Config, stateDir, name, qmp string) (string, []string, error) {
+	s, err := c.check(stateDir, name)
+	if err != nil {
+		return "", nil, err
+	}
+	return s.qemu, s.args(qmp, name), nil
 }

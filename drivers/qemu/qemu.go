@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/creack/pty"
 	goserial "go.bug.st/serial"
 
 	"github.com/pogolab/pogo/api/errdefs"
@@ -136,8 +137,9 @@ func (b *Board) guardDisk() (func(), error) {
 	}, nil
 }
 
-// On implements power.Switcher: start QEMU paused, attach the UART, then
-// let it run so the console has its output from the first instruction.
+// On implements power.Switcher: open the UART's pty and attach to it,
+// then start QEMU on it, so the console has its output from the first
+// instruction.
 func (b *Board) On(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,8 +173,29 @@ func (b *Board) start(ctx context.Context) (r *run, err error) {
 			b.stop(r)
 		}
 	}()
+
+	// The UART is a pty of ours: QEMU gets its master end, the serial
+	// driver reads its tty end as it reads a real board's, and is reading
+	// before QEMU runs.
+	master, tty, err := pty.Open()
+	if err != nil {
+		return r, fmt.Errorf("open a pty for the UART: %w", err)
+	}
+	defer master.Close() // QEMU holds its own copy once started
+	r.port, err = serial.Open(tty.Name(), &goserial.Mode{BaudRate: 115200, DataBits: 8}, serial.Options{Scrollback: 4 << 10, Name: b.name, Log: b.log})
+	tty.Close()
+	if err != nil {
+		return r, fmt.Errorf("open UART %s: %w", tty.Name(), err)
+	}
+	if r.att, err = r.port.Attach(ctx, console.AttachOptions{Write: true}); err != nil {
+		return r, fmt.Errorf("attach UART: %w", err)
+	}
+	go b.pump(r.att)
+	b.uart.set(r.att)
+
 	sock := filepath.Join(dir, "qmp.sock")
 	r.cmd = exec.Command(b.set.qemu, b.set.args(sock, b.name)...)
+	r.cmd.ExtraFiles = []*os.File{master} // uartFD
 	r.cmd.Stdout = r.stderr
 	r.cmd.Stderr = r.stderr
 	// Its own process group, so power off kills whatever QEMU started, and
@@ -189,32 +212,8 @@ func (b *Board) start(ctx context.Context) (r *run, err error) {
 	}()
 	b.log.Info("qemu started", "pid", r.cmd.Process.Pid, "args", strings.Join(r.cmd.Args, " "))
 
+	// The guest runs already; QMP up tells QEMU started well (or why not).
 	if r.qmp, err = b.connect(ctx, r, sock); err != nil {
-		return r, err
-	}
-	var devs []qmpChardev
-	if err := r.qmp.do(ctx, "query-chardev", nil, &devs); err != nil {
-		return r, err
-	}
-	pty := ""
-	for _, d := range devs {
-		if d.Label == "uart0" {
-			pty = strings.TrimPrefix(d.Filename, "pty:")
-		}
-	}
-	if pty == "" || pty == "pty" {
-		return r, fmt.Errorf("qemu reported no pty for the UART (chardevs: %+v)", devs)
-	}
-	r.port, err = serial.Open(pty, &goserial.Mode{BaudRate: 115200, DataBits: 8}, serial.Options{Scrollback: 4 << 10, Name: b.name, Log: b.log})
-	if err != nil {
-		return r, fmt.Errorf("open UART %s: %w", pty, err)
-	}
-	if r.att, err = r.port.Attach(ctx, console.AttachOptions{Write: true}); err != nil {
-		return r, fmt.Errorf("attach UART: %w", err)
-	}
-	go b.pump(r.att)
-	b.uart.set(r.att)
-	if err := r.qmp.do(ctx, "cont", nil, nil); err != nil {
 		return r, err
 	}
 	return r, nil

@@ -88,9 +88,14 @@ func TestPowerAndConsoleOverTheWire(t *testing.T) {
 	if got := qemuPIDs(t, disk); len(got) != 1 {
 		t.Fatalf("want one qemu process for the disk, got %v", got)
 	}
-	// The first line U-Boot prints proves output was caught from the start.
-	if _, err := e.Expect(ctx, 30*time.Second, "U-Boot 2023.01"); err != nil {
+	// The first line U-Boot prints, before anything else, proves output
+	// was caught from the first instruction.
+	before, err := e.Expect(ctx, 30*time.Second, "U-Boot 2023.01")
+	if err != nil {
 		t.Fatalf("no U-Boot banner: %v\n%s", err, e.Transcript())
+	}
+	if strings.Trim(before, "\r\n") != "" {
+		t.Fatalf("output before U-Boot's banner: %q", before)
 	}
 	if _, err := e.Expect(ctx, 30*time.Second, "Hit any key to stop autoboot"); err != nil {
 		t.Fatalf("no autoboot prompt: %v\n%s", err, e.Transcript())

@@ -144,9 +144,3 @@ type qmpStatus struct {
 	Running bool   `json:"running"`
 	Status  string `json:"status"`
 }
-
-// qmpChardev is one entry of query-chardev's reply.
-type qmpChardev struct {
-	Label    string `json:"label"`
-	Filename string `json:"filename"`
-}

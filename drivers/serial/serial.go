@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	goserial "go.bug.st/serial"
@@ -137,9 +138,15 @@ func Open(url string, mode *goserial.Mode, opts Options) (*Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serial %s: open: %w", url, err)
 	}
-	if fd := portFD(p); fd >= maxSelectFD {
+	fd := portFD(p)
+	if fd >= maxSelectFD {
 		p.Close()
 		return nil, fmt.Errorf("serial %s: file descriptor %d is ≥ %d, which go.bug.st/serial cannot read; the exporter has too many files open", url, fd, maxSelectFD)
+	}
+	if fd >= 0 {
+		// The library opens without O_CLOEXEC: keep the port out of the
+		// processes the exporter starts (a virtual board's QEMU).
+		syscall.CloseOnExec(int(fd))
 	}
 	if err := p.SetReadTimeout(readTimeout); err != nil {
 		p.Close()

@@ -4,19 +4,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
+	goserial "go.bug.st/serial"
 
 	"github.com/pogolab/pogo/api/errdefs"
 	"github.com/pogolab/pogo/client"
 	"github.com/pogolab/pogo/drivers/console"
-	_ "github.com/pogolab/pogo/drivers/serial"
+	"github.com/pogolab/pogo/drivers/serial"
 	"github.com/pogolab/pogo/exporter/exportertest"
 )
 
@@ -229,5 +232,35 @@ func waitScrollback(t *testing.T, con console.Attacher, want string) {
 			t.Fatalf("scrollback %q never showed %q", b, want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPortNotInherited: processes the exporter starts (a virtual board's
+// QEMU) do not inherit the open port.
+func TestPortNotInherited(t *testing.T) {
+	master, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	defer tty.Close()
+	p, err := serial.Open(tty.Name(), &goserial.Mode{BaudRate: 115200}, serial.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	child := exec.Command("sleep", "10")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", child.Process.Pid, fd.Name())); target == tty.Name() {
+			t.Fatalf("child holds the port as fd %s", fd.Name())
+		}
 	}
 }

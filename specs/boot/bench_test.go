@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -12,18 +13,24 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pogolab/pogo/drivers/console"
 	"github.com/pogolab/pogo/drivers/console/expect"
+	"github.com/pogolab/pogo/drivers/storage"
 	"github.com/pogolab/pogo/drivers/tftp"
 	"github.com/pogolab/pogo/exporter/exportertest"
 	"github.com/pogolab/pogo/specs/board"
 )
 
-// samples is how many boots each median is taken over.
+// samples is how many boots of each path an iteration times; the
+// figures are medians over all iterations.
 const samples = 5
+
+// longSamples is samples for the steps that boot Linux.
+const longSamples = 3
 
 const ubootBin = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 
@@ -59,9 +66,29 @@ func benchBoard(b *testing.B) (*board.Board, *expect.Expecter) {
 	return bd, expect.New(a)
 }
 
-// directQEMU starts QEMU by hand with the UART on stdio: the baseline
-// without pogo (no exporter, gRPC, pty or console hub in between).
-func directQEMU(b *testing.B, extra ...string) (*expect.Expecter, func()) {
+// pogoBoot powers the board on through the exporter and runs step on its
+// console; the time is from the power-on call to step's end.
+func pogoBoot(ctx context.Context, bd *board.Board, e *expect.Expecter, step func(context.Context, *expect.Expecter) error) (time.Duration, error) {
+	if err := bd.Power().Off(ctx); err != nil {
+		return 0, err
+	}
+	e.Discard()
+	t0 := time.Now()
+	if err := bd.Power().On(ctx); err != nil {
+		return 0, err
+	}
+	err := step(ctx, e)
+	d := time.Since(t0)
+	if err != nil {
+		return d, fmt.Errorf("%w\nconsole:\n%s", err, e.Transcript())
+	}
+	return d, bd.Power().Off(ctx)
+}
+
+// directStdio starts QEMU by hand the plain way, the UART on stdio
+// (-nographic): the first baseline, kept for comparison with the
+// driver's command line.
+func directStdio(b *testing.B, extra ...string) (*expect.Expecter, func()) {
 	b.Helper()
 	disk := filepath.Join(b.TempDir(), "disk.img")
 	if err := os.WriteFile(disk, nil, 0o644); err != nil {
@@ -94,86 +121,109 @@ func must(b *testing.B, err error) {
 }
 
 // BenchmarkPowerOnToUBootPrompt: power on through the exporter until
-// U-Boot's prompt answers, against QEMU started by hand (median of 5).
+// U-Boot's prompt, against QEMU started by hand with the driver's command
+// line and expect on its pty (pogo/direct), and against the plain by-hand
+// start with the UART on stdio (pogo/direct-stdio); median of 5 a run.
 func BenchmarkPowerOnToUBootPrompt(b *testing.B) {
 	ctx := context.Background()
 	bd, e := benchBoard(b)
-	var pogo, direct []time.Duration
+	lab := newDirectLab(b)
+	var pogo, direct, stdio []time.Duration
 	for i := 0; i < b.N; i++ {
 		for range samples {
-			must(b, bd.Power().Off(ctx))
-			t0 := time.Now()
-			must(b, bd.Power().On(ctx))
-			must(b, board.StopAutoboot(ctx, e, time.Minute))
-			pogo = append(pogo, time.Since(t0))
-			must(b, bd.Power().Off(ctx))
+			d, err := pogoBoot(ctx, bd, e, untilBootloader)
+			must(b, err)
+			pogo = append(pogo, d)
 
-			t0 = time.Now()
-			de, stop := directQEMU(b, "-bios", ubootBin)
-			err := board.StopAutoboot(ctx, de, time.Minute)
-			direct = append(direct, time.Since(t0))
+			d, err = lab.ToBootloader(ctx)
+			must(b, err)
+			direct = append(direct, d)
+
+			t0 := time.Now()
+			de, stop := directStdio(b, "-bios", ubootBin)
+			err = untilBootloader(ctx, de)
+			stdio = append(stdio, time.Since(t0))
 			stop()
 			must(b, err)
 		}
 	}
 	b.ReportMetric(median(pogo), "s/pogo-uboot-prompt")
 	b.ReportMetric(median(direct), "s/direct-uboot-prompt")
+	b.ReportMetric(median(stdio), "s/direct-stdio-uboot-prompt")
+	b.ReportMetric(median(pogo)/median(direct), "pogo/direct")
+	b.ReportMetric(median(pogo)/median(stdio), "pogo/direct-stdio")
+}
+
+// BenchmarkPowerOnToBusybox: power on, then as the flasher boots its
+// bundle (U-Boot interrupted, DHCP, TFTP of the bundle's kernel and
+// initramfs, its boot command) until the flasher's shell answers;
+// through the exporter (its console, its tftp node) against QEMU started
+// by hand with the driver's command line and the same tftp driver
+// started outside an exporter (median of 3 a run).
+func BenchmarkPowerOnToBusybox(b *testing.B) {
+	ctx := context.Background()
+	bd, e := benchBoard(b)
+	lab := newDirectLab(b)
+	m, dir := flasherBundle(b)
+	tftpURL, err := bd.TFTP().URL(ctx)
+	must(b, err)
+	fb := flasherRecipe(b, m, dir, tftpURL, func(name string, r io.Reader) error {
+		_, err := bd.TFTP().Put(ctx, name, r)
+		return err
+	})
+	dfb := lab.directTFTP(b)
+	var pogo, direct []time.Duration
+	for i := 0; i < b.N; i++ {
+		for range longSamples {
+			d, err := pogoBoot(ctx, bd, e, func(ctx context.Context, e *expect.Expecter) error { return untilFlasher(ctx, e, fb) })
+			must(b, err)
+			pogo = append(pogo, d)
+
+			d, err = lab.ToFlasher(ctx, dfb)
+			must(b, err)
+			direct = append(direct, d)
+		}
+	}
+	b.ReportMetric(median(pogo), "s/pogo-flasher-shell")
+	b.ReportMetric(median(direct), "s/direct-flasher-shell")
 	b.ReportMetric(median(pogo)/median(direct), "pogo/direct")
 }
 
-// BenchmarkPowerOnToBusybox: power on, TFTP-boot the flasher from U-Boot,
-// until its shell prompt; against QEMU booting the same kernel and
-// initramfs directly (-kernel, no U-Boot or TFTP) (median of 5).
-func BenchmarkPowerOnToBusybox(b *testing.B) {
+// BenchmarkPowerOnToOS: the demo OS on the board's disk, power on without
+// a key until its shell answers (U-Boot's own bootcmd); through the
+// exporter against QEMU started by hand with the driver's command line
+// (median of 3 a run).
+func BenchmarkPowerOnToOS(b *testing.B) {
 	ctx := context.Background()
 	assets := benchAssets(b)
-	bd, e := benchBoard(b)
-	for _, name := range []string{"Image", "initramfs.cpio.gz"} {
-		f, err := os.Open(filepath.Join(assets, name))
-		must(b, err)
-		_, err = bd.TFTP().Put(ctx, name, f)
-		f.Close()
-		must(b, err)
-	}
-	server, prefix, err := bd.TFTPLocation(ctx)
+	img, err := os.ReadFile(filepath.Join(assets, "demo-os.img"))
 	must(b, err)
-	uboot := func(cmd string) {
-		b.Helper()
-		_, err := board.UBoot(ctx, e, time.Minute, cmd)
-		must(b, err)
-	}
+	v, err := os.ReadFile(filepath.Join(assets, "demo-os.version"))
+	must(b, err)
+	version := strings.TrimSpace(string(v))
+	bd, e := benchBoard(b)
+	must(b, bd.Power().Off(ctx))
+	_, err = bd.Storage().Write(ctx, bytes.NewReader(img), storage.WriteOptions{Size: int64(len(img)), Truncate: true})
+	must(b, err)
+	lab := newDirectLab(b)
+	must(b, lab.InstallOS(img))
+	syscall.Sync() // the exporter's write as well: no writeback during a timed boot
+	step := func(ctx context.Context, e *expect.Expecter) error { return untilOS(ctx, e, version) }
 	var pogo, direct []time.Duration
 	for i := 0; i < b.N; i++ {
-		for range samples {
-			must(b, bd.Power().Off(ctx))
-			t0 := time.Now()
-			must(b, bd.Power().On(ctx))
-			must(b, board.StopAutoboot(ctx, e, time.Minute))
-			uboot("setenv autoload no; dhcp; setenv serverip " + server + "; setenv tftpblocksize 1468")
-			uboot("tftpboot " + kernelAddr + " " + prefix + "Image")
-			uboot("tftpboot " + initrdAddr + " " + prefix + "initramfs.cpio.gz")
-			uboot("setenv bootargs console=ttyAMA0 rdinit=/init")
-			must(b, e.SendLine("booti "+kernelAddr+" "+initrdAddr+":${filesize} ${fdtcontroladdr}"))
-			_, err := e.Expect(ctx, 2*time.Minute, "pogo-flasher ready")
+		for range longSamples {
+			d, err := pogoBoot(ctx, bd, e, step)
 			must(b, err)
-			_, err = e.Expect(ctx, 10*time.Second, "# ")
-			must(b, err)
-			pogo = append(pogo, time.Since(t0))
-			must(b, bd.Power().Off(ctx))
+			pogo = append(pogo, d)
 
-			t0 = time.Now()
-			de, stop := directQEMU(b, "-kernel", filepath.Join(assets, "Image"), "-initrd", filepath.Join(assets, "initramfs.cpio.gz"), "-append", "console=ttyAMA0 rdinit=/init")
-			_, err = de.Expect(ctx, 2*time.Minute, "pogo-flasher ready")
-			if err == nil {
-				_, err = de.Expect(ctx, 10*time.Second, "# ")
-			}
-			direct = append(direct, time.Since(t0))
-			stop()
+			d, err = lab.ToOS(ctx, version)
 			must(b, err)
+			direct = append(direct, d)
 		}
 	}
-	b.ReportMetric(median(pogo), "s/pogo-busybox-prompt")
-	b.ReportMetric(median(direct), "s/direct-kernel-busybox-prompt")
+	b.ReportMetric(median(pogo), "s/pogo-os-shell")
+	b.ReportMetric(median(direct), "s/direct-os-shell")
+	b.ReportMetric(median(pogo)/median(direct), "pogo/direct")
 }
 
 // BenchmarkTFTPUBoot: U-Boot fetches a 32 MiB file at tftpblocksize 1468
