@@ -150,17 +150,17 @@ inside() {
 	chroot "$root" /usr/bin/env -i "${env[@]}" /bin/bash -c "cd /root/pogo && $*" </dev/null
 }
 
-# The script make run's shell is fed: the board on, U-Boot seen through j
-# (its countdown, stopped with a key, then its prompt), the board off.
+# The script make run's shell is fed: the board taken to U-Boot's prompt
+# through j (the state machine stops autoboot), U-Boot answering a command
+# there, then the board off.
 run_script() {
 	cat <<'SH'
 set -e
-j board power on
-for i in $(seq 240); do j board console log | grep -q 'Hit any key to stop autoboot' && break; sleep 0.25; done
-printf ' \nversion\n' | timeout 20 j board console pipe --linger 3s > /tmp/uboot.out || true
+j state bootloader
+printf 'version\n' | timeout 20 j board console pipe --linger 3s > /tmp/uboot.out || true
 grep -q 'U-Boot 20' /tmp/uboot.out
 j board power off
-j board power status
+j state | grep -q off
 exit 0
 SH
 }

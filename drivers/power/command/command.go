@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -143,8 +144,11 @@ func (d *Driver) run(ctx context.Context, what, script string) (string, error) {
 	if env := drivers.LeaseEnv(ctx); env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	var out, stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.MultiWriter(&out, &stdout), &out
+	// Both streams go to out (for the error), stdout alone to stdout; exec
+	// copies the two from their own goroutines, so out takes a lock.
+	var stdout bytes.Buffer
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(out, &stdout), out
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
 		return "", fmt.Errorf("power %s: %q timed out after %s: %w", what, script, d.c.Timeout, context.DeadlineExceeded)
@@ -157,4 +161,22 @@ func (d *Driver) run(ctx context.Context, what, script string) (string, error) {
 		return stdout.String(), fmt.Errorf("power %s: %q: %w%s", what, script, err, msg)
 	}
 	return stdout.String(), nil
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
