@@ -16,6 +16,10 @@ import (
 // lease, for the exporter's afterLease hook to finish.
 const afterLeaseWait = 5 * time.Minute
 
+// hookSettle bounds how long jmp shell waits, for a lease that ended before
+// its session opened, for the beforeLease hook's output to arrive.
+const hookSettle = 3 * time.Second
+
 // hookWatch shows the lease holder what the exporter's lease hooks do:
 // their output on stderr, prefixed with the hook's name, as it comes; a
 // Warning: line for a failed hook whose onFailure is warn; and a failure
@@ -32,11 +36,14 @@ type hookWatch struct {
 	// afterDone is closed when the afterLease hook is done (or skipped).
 	afterDone chan struct{}
 	afterOnce sync.Once
+	// beforeDone is closed when the beforeLease hook is done.
+	beforeDone chan struct{}
+	beforeOnce sync.Once
 }
 
 func watchHooks(ctx context.Context, lc *lease.Client, id string, w io.Writer, fatal func(string)) *hookWatch {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	h := &hookWatch{w: w, fatal: fatal, cancel: cancel, over: make(chan struct{}), afterDone: make(chan struct{})}
+	h := &hookWatch{w: w, fatal: fatal, cancel: cancel, over: make(chan struct{}), afterDone: make(chan struct{}), beforeDone: make(chan struct{})}
 	go func() {
 		defer close(h.over)
 		_ = lc.WatchHooks(ctx, id, h.event)
@@ -72,6 +79,9 @@ func (h *hookWatch) event(e *pb.HookEvent) bool {
 	if fatal := printHook(h.w, e); fatal != "" {
 		h.fatal(fatal)
 	}
+	if e.GetDone() && e.GetHook() == "beforeLease" {
+		h.beforeOnce.Do(func() { close(h.beforeDone) })
+	}
 	if e.GetDone() && e.GetHook() == "afterLease" {
 		h.afterOnce.Do(func() { close(h.afterDone) })
 		return false
@@ -97,6 +107,33 @@ func (h *hookWatch) waitAfter(ctx context.Context) {
 	case <-t.C:
 		fmt.Fprintf(h.w, "jmp shell: gave up waiting for the afterLease hook after %s\n", afterLeaseWait)
 	case <-ctx.Done():
+	}
+}
+
+// settle waits, up to d, until the watch has shown the beforeLease hook
+// to its end, when the exporter has one; the watch may still be replaying
+// it when the lease is already seen ended.
+func (h *hookWatch) settle(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		configured := h.configured
+		h.mu.Unlock()
+		if configured != nil && !slices.Contains(configured, "beforeLease") {
+			return
+		}
+		select {
+		case <-h.beforeDone:
+			return
+		case <-h.over:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

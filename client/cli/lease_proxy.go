@@ -348,6 +348,9 @@ func leaseShell(ctx context.Context, lc *lease.Client, req lease.Request, leaseI
 	select {
 	case <-p.opened:
 	case <-p.ended:
+		// A lease a beforeLease hook ended can be seen ended before the
+		// hook's replayed output arrives: let the watch show it first.
+		hooks.settle(ctx, hookSettle)
 		return errors.New(p.Reason())
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("lease %s: could not open a session on exporter %s within 60s", id, l.GetExporter())
